@@ -1,0 +1,45 @@
+"""Resources: where the lake lives and the quality policy it is held to."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from dagster import ConfigurableResource
+from pydantic import Field
+
+from refinery.resources.lake import LakePaths, data_dir_from_env
+
+
+class LakeResource(ConfigurableResource):
+    """The data root (DESIGN.md "Data root"); defaults to $REFINERY_DATA_DIR or ./data."""
+
+    data_dir: str = Field(default_factory=lambda: str(data_dir_from_env()))
+
+    @property
+    def paths(self) -> LakePaths:
+        return LakePaths(Path(self.data_dir).resolve())
+
+
+def _env_float(name: str, default: float) -> float:
+    return float(os.environ.get(name, default))
+
+
+class QualityPolicy(ConfigurableResource):
+    """Thresholds the checks enforce. Environment variables override the defaults."""
+
+    max_quarantine_rate: float = Field(
+        default_factory=lambda: _env_float("REFINERY_MAX_QUARANTINE_RATE", 0.05),
+        description="silver blocks when more than this share of a partition's rows is quarantined",
+    )
+    freshness_half_life_hours: float = Field(
+        default_factory=lambda: _env_float("REFINERY_FRESHNESS_HALF_LIFE_HOURS", 24.0),
+        description="half-life of the freshness measure exp(-ln2/half_life * hours)",
+    )
+    dedupe_lookback_days: int = Field(
+        default_factory=lambda: int(_env_float("REFINERY_DEDUPE_LOOKBACK_DAYS", 7)),
+        description="silver/events drops an event_id already seen in this many earlier partitions",
+    )
+
+
+__all__ = ["LakeResource", "QualityPolicy", "LakePaths"]

@@ -1,0 +1,201 @@
+"""silver/events, silver/users, silver/products: typed, clean, deduplicated, contract-validated.
+
+Rejected rows land in lake/quarantine/<table>/date=<A>/part-0.parquet with their reason;
+dropped duplicates in duplicates.parquet beside them. Three blocking checks stop the line:
+the accounting invariant, the contract, and the quarantine rate.
+"""
+
+
+import json
+import uuid
+from datetime import date, timedelta
+
+import polars as pl
+from dagster import (
+    AssetCheckResult,
+    AssetCheckSeverity,
+    AssetCheckSpec,
+    AssetExecutionContext,
+    AssetKey,
+    MaterializeResult,
+    MetadataValue,
+    asset,
+)
+
+from refinery.assets.metadata import contract_check, quality_metadata
+from refinery.assets.silver.transform import SilverResult, clean_events, clean_snapshot
+from refinery.contracts.silver import CONTRACTS
+from refinery.partitions import daily_partitions
+from refinery.resources import LakeResource, QualityPolicy
+from refinery.resources.lake import LakePaths, replace_dir_atomic, write_parquet_atomic
+
+_DESCRIPTIONS = {
+    "events": "Valid events of one arrival date: typed, UTC, lower-cased, deduplicated by event_id "
+    "(within the day and against the look-back window of earlier days).",
+    "users": "The CRM snapshot of one arrival date, typed and validated; one row per user.",
+    "products": "The catalogue snapshot of one arrival date, typed and validated; one row per product.",
+}
+
+
+def prior_event_ids(paths: LakePaths, arrival: date, lookback_days: int) -> pl.Series:
+    """event_ids already in silver in the `lookback_days` partitions before `arrival`."""
+    files = []
+    for back in range(1, lookback_days + 1):
+        f = paths.partition_file("silver", "events", (arrival - timedelta(days=back)).isoformat())
+        if f.exists():
+            files.append(str(f))
+    if not files:
+        return pl.Series("event_id", [], dtype=pl.String)
+    return pl.scan_parquet(files).select("event_id").collect().get_column("event_id")
+
+
+def quarantine_rate_check(result: SilverResult, max_rate: float, key: AssetKey) -> AssetCheckResult:
+    """Fail when too much of a partition is quarantined; name the top reasons and an example."""
+    evaluated = result.bronze_rows - result.duplicates.height
+    rate = result.quarantine.height / evaluated if evaluated else 0.0
+    top = list(result.quarantine_by_reason.items())[:3]
+    example = None
+    if result.quarantine.height:
+        worst = result.quarantine.filter(pl.col("quarantine_reason") == top[0][0]).row(0, named=True)
+        example = (
+            f"{worst['_source_file']}:{worst['_line']}: {worst['quarantine_detail']} — "
+            f"{(worst['_raw'] or '')[:200]!r}"
+        )
+    passed = rate <= max_rate
+    reasons = ", ".join(f"{r} ({n})" for r, n in top) or "none"
+    description = (
+        f"{rate:.2%} of rows quarantined (limit {max_rate:.2%}); top reasons: {reasons}"
+        + (f"; example {example}" if example else "")
+    )
+    if not passed:
+        description += (
+            ". Inspect lake/quarantine for this partition, fix or re-deliver the upstream "
+            "files, then re-run the partition (or raise REFINERY_MAX_QUARANTINE_RATE)."
+        )
+    return AssetCheckResult(
+        asset_key=key,
+        check_name="quarantine_rate",
+        passed=passed,
+        severity=AssetCheckSeverity.ERROR,
+        description=description,
+        metadata={
+            "quarantine_rate": rate,
+            "max_quarantine_rate": max_rate,
+            "top_reasons": MetadataValue.json(dict(top)),
+            "example": example or "none",
+        },
+    )
+
+
+def build_silver_asset(table: str):
+    key = AssetKey(["silver", table])
+    contract = CONTRACTS[table]
+
+    @asset(
+        key=key,
+        deps=[AssetKey(["bronze", table])],
+        group_name="silver",
+        kinds={"polars", "pandera", "parquet"},
+        partitions_def=daily_partitions,
+        description=_DESCRIPTIONS[table],
+        metadata={"dagster/column_schema": contract.dagster_table_schema()},
+        check_specs=[
+            AssetCheckSpec(
+                "row_accounting",
+                asset=key,
+                blocking=True,
+                description="bronze rows = silver rows + quarantined rows + duplicates dropped, "
+                "counted from the written files",
+            ),
+            AssetCheckSpec(
+                "contract",
+                asset=key,
+                blocking=True,
+                description=f"Pandera {contract.name} contract on the written partition",
+            ),
+            AssetCheckSpec(
+                "quarantine_rate",
+                asset=key,
+                blocking=True,
+                description="share of the partition's rows quarantined stays under the policy limit",
+            ),
+        ],
+    )
+    def _silver(context: AssetExecutionContext, lake: LakeResource, policy: QualityPolicy):
+        arrival = date.fromisoformat(context.partition_key)
+        paths = lake.paths
+        bronze_dir = paths.partition_dir("bronze", table, context.partition_key)
+        if not bronze_dir.exists():
+            raise FileNotFoundError(
+                f"bronze/{table} has no partition {context.partition_key} ({bronze_dir}). "
+                f"Materialize bronze/{table} for this date first."
+            )
+        bronze = pl.scan_parquet(bronze_dir / "*.parquet")
+        if table == "events":
+            prior = prior_event_ids(paths, arrival, policy.dedupe_lookback_days)
+            result = clean_events(bronze, prior)
+        else:
+            result = clean_snapshot(bronze, table)
+
+        target = paths.partition_dir("silver", table, context.partition_key)
+        staging = target.with_name(f".staging-{uuid.uuid4().hex}")
+        write_parquet_atomic(result.silver, staging / "part-0.parquet")
+        q_target = paths.partition_dir("quarantine", table, context.partition_key)
+        q_staging = q_target.with_name(f".staging-{uuid.uuid4().hex}")
+        write_parquet_atomic(result.quarantine, q_staging / "part-0.parquet")
+        write_parquet_atomic(result.duplicates, q_staging / "duplicates.parquet")
+        replace_dir_atomic(q_staging, q_target)
+        replace_dir_atomic(staging, target)
+
+        written = pl.read_parquet(target / "part-0.parquet")
+        accounting = {
+            "bronze_rows": pl.scan_parquet(bronze_dir / "*.parquet").select(pl.len()).collect().item(),
+            "silver_rows": written.height,
+            "quarantined_rows": pl.scan_parquet(q_target / "part-0.parquet").select(pl.len()).collect().item(),
+            "duplicates_dropped": pl.scan_parquet(q_target / "duplicates.parquet").select(pl.len()).collect().item(),
+        }
+        balanced = accounting["bronze_rows"] == (
+            accounting["silver_rows"] + accounting["quarantined_rows"] + accounting["duplicates_dropped"]
+        )
+        newest = written.get_column("event_time").max() if table == "events" else None
+        metadata = quality_metadata(
+            written,
+            contract,
+            passing_rows=written.height,
+            evaluated_rows=accounting["bronze_rows"] - accounting["duplicates_dropped"],
+            newest=newest if table == "events" else _snapshot_time(arrival),
+            half_life_hours=policy.freshness_half_life_hours,
+            path=target,
+        )
+        metadata |= {
+            **{f"accounting/{k}": v for k, v in accounting.items()},
+            "quarantine_by_reason": MetadataValue.json(result.quarantine_by_reason),
+            "quarantine_path": MetadataValue.path(str(q_target)),
+        }
+        yield MaterializeResult(asset_key=key, metadata=metadata)
+        yield AssetCheckResult(
+            asset_key=key,
+            check_name="row_accounting",
+            passed=balanced,
+            severity=AssetCheckSeverity.ERROR,
+            description=(
+                "{bronze_rows} bronze = {silver_rows} silver + {quarantined_rows} quarantined + "
+                "{duplicates_dropped} duplicates".format(**accounting)
+            )
+            + ("" if balanced else " — rows were lost or invented; this is a bug, report it"),
+            metadata={"accounting": MetadataValue.json(json.loads(json.dumps(accounting)))},
+        )
+        yield contract_check(written, contract, check_name="contract", asset_key=key, blocking=True)
+        yield quarantine_rate_check(result, policy.max_quarantine_rate, key)
+
+    return _silver
+
+
+def _snapshot_time(arrival: date):
+    from datetime import datetime, time, timezone
+
+    # A snapshot describes the state at the end of its arrival day.
+    return datetime.combine(arrival + timedelta(days=1), time.min, timezone.utc)
+
+
+silver_assets = [build_silver_asset(t) for t in ("events", "users", "products")]

@@ -1,0 +1,252 @@
+"""Bronze → silver: type, normalise, validate against the contract, deduplicate.
+
+Every bronze row ends in exactly one of three places, which is the accounting invariant of
+DESIGN.md: `bronze rows = silver rows + quarantined rows + duplicates dropped`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import date
+
+import polars as pl
+
+from refinery.contracts.bronze import EVENT_FIELDS, SOURCE_FIELDS
+from refinery.contracts.rules import UTC_US, Contract
+from refinery.contracts.silver import CONTRACTS, EVENTS
+
+QUARANTINE_COLUMNS = {
+    "quarantine_reason": pl.String,
+    "quarantine_detail": pl.String,
+    "_raw": pl.String,
+    "_source_file": pl.String,
+    "_line": pl.Int64,
+    "_ingested_at": UTC_US,
+    "_arrival_date": pl.Date,
+}
+
+
+@dataclass
+class SilverResult:
+    silver: pl.DataFrame
+    quarantine: pl.DataFrame
+    duplicates: pl.DataFrame
+    bronze_rows: int
+    quarantine_by_reason: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def accounting(self) -> dict[str, int]:
+        return {
+            "bronze_rows": self.bronze_rows,
+            "silver_rows": self.silver.height,
+            "quarantined_rows": self.quarantine.height,
+            "duplicates_dropped": self.duplicates.height,
+        }
+
+    @property
+    def balanced(self) -> bool:
+        a = self.accounting
+        return a["bronze_rows"] == a["silver_rows"] + a["quarantined_rows"] + a["duplicates_dropped"]
+
+
+def _text(name: str) -> pl.Expr:
+    """A bronze text field, trimmed, with empty strings as missing."""
+    value = pl.col(name).str.strip_chars()
+    return pl.when(value == "").then(None).otherwise(value)
+
+
+def parse_event_time(text: pl.Expr) -> pl.Expr:
+    """ISO-8601 with an offset or Z → UTC instant; null when unparseable or without an offset."""
+    return (
+        text.str.replace(r"[zZ]$", "+00:00")
+        .str.to_datetime(
+            format="%Y-%m-%dT%H:%M:%S%.f%:z", strict=False, time_zone="UTC", time_unit="us"
+        )
+    )
+
+
+def _parse_bool(text: pl.Expr) -> pl.Expr:
+    lowered = text.str.to_lowercase()
+    return (
+        pl.when(lowered.is_in(["true", "1", "yes"]))
+        .then(True)
+        .when(lowered.is_in(["false", "0", "no"]))
+        .then(False)
+        .otherwise(None)
+    )
+
+
+@dataclass(frozen=True)
+class Typed:
+    """How one bronze text field becomes a typed silver column, and when that fails."""
+
+    expr: pl.Expr
+    required: bool
+    failure: str  # reason when the text is present but does not convert
+
+
+def _typed_events() -> dict[str, Typed]:
+    event_type = _text("event_type").str.to_lowercase()
+    return {
+        "event_id": Typed(_text("event_id"), True, "invalid_type"),
+        "user_id": Typed(_text("user_id"), True, "invalid_type"),
+        "event_type": Typed(event_type, True, "invalid_type"),
+        "event_time": Typed(parse_event_time(_text("event_time")), True, "invalid_event_time"),
+        "product_id": Typed(_text("product_id"), False, "invalid_type"),
+        "amount": Typed(
+            pl.when(event_type == "purchase").then(_text("amount").cast(pl.Float64, strict=False)),
+            False,
+            "invalid_type",
+        ),
+        "quantity": Typed(_text("quantity").cast(pl.Int32, strict=False), False, "invalid_type"),
+        "device": Typed(_text("device").str.to_lowercase(), False, "invalid_type"),
+        "session_id": Typed(_text("session_id"), False, "invalid_type"),
+    }
+
+
+def _typed_snapshot(table: str) -> dict[str, Typed]:
+    if table == "users":
+        return {
+            "user_id": Typed(_text("user_id"), True, "invalid_type"),
+            "signup_date": Typed(
+                _text("signup_date").str.to_date("%Y-%m-%d", strict=False), True, "invalid_date"
+            ),
+            "country": Typed(_text("country").str.to_uppercase(), True, "invalid_type"),
+            "birth_year": Typed(_text("birth_year").cast(pl.Int32, strict=False), True, "invalid_type"),
+            "marketing_opt_in": Typed(_parse_bool(_text("marketing_opt_in")), True, "invalid_boolean"),
+            "plan": Typed(_text("plan").str.to_lowercase(), True, "invalid_type"),
+        }
+    return {
+        "product_id": Typed(_text("product_id"), True, "invalid_type"),
+        "category": Typed(_text("category").str.to_lowercase(), True, "invalid_type"),
+        "brand": Typed(_text("brand"), False, "invalid_type"),
+        "list_price": Typed(_text("list_price").cast(pl.Float64, strict=False), True, "invalid_type"),
+        "active": Typed(_parse_bool(_text("active")), True, "invalid_boolean"),
+    }
+
+
+def _type_and_reason(
+    bronze: pl.LazyFrame, typed: dict[str, Typed], contract: Contract, extra: dict[str, pl.Expr]
+) -> pl.LazyFrame:
+    """Typed columns plus `quarantine_reason`/`quarantine_detail` (null for a valid row).
+
+    Reasons in order: the bronze parse error, a missing required field, a value that does not
+    convert to its type, then the contract's constraints in their declared order.
+    """
+    checks: list[tuple[pl.Expr, str, pl.Expr]] = []
+    for name, spec in typed.items():
+        present = _text(name).is_not_null()
+        if spec.required:
+            checks.append((present.not_(), "missing_required_field", pl.lit(f"{name} is missing")))
+        checks.append(
+            (
+                present & spec.expr.is_null() & _converts_when_relevant(name),
+                spec.failure,
+                pl.format(f"{name}={{}} is not a valid {name}", _text(name)),
+            )
+        )
+    # The first failing rule wins: a coalesce of independent branches keeps the plan linear.
+    reason = pl.coalesce(
+        pl.col("_parse_error"), *[pl.when(cond).then(pl.lit(code)) for cond, code, _ in checks]
+    )
+    detail = pl.coalesce(
+        pl.col("_parse_detail"), *[pl.when(cond).then(text) for cond, _, text in checks]
+    )
+    frame = bronze.with_columns(
+        quarantine_reason=reason, quarantine_detail=detail
+    ).with_columns(**({name: spec.expr for name, spec in typed.items()} | extra))
+    violation = contract.first_violation()
+    return frame.with_columns(
+        quarantine_reason=pl.coalesce("quarantine_reason", violation),
+        quarantine_detail=pl.coalesce(
+            "quarantine_detail",
+            pl.when(violation.is_not_null()).then(pl.format("breaks contract rule {}", violation)),
+        ),
+    )
+
+
+def _converts_when_relevant(name: str) -> pl.Expr:
+    # amount is only typed (and so can only fail) on purchases; elsewhere it is dropped to null.
+    if name == "amount":
+        return _text("event_type").str.to_lowercase() == "purchase"
+    return pl.lit(True)
+
+
+def _split(frame: pl.DataFrame, contract: Contract) -> tuple[pl.DataFrame, pl.DataFrame]:
+    bad = frame.filter(pl.col("quarantine_reason").is_not_null())
+    good = frame.filter(pl.col("quarantine_reason").is_null())
+    quarantine = bad.select(
+        [
+            pl.col(c).cast(t) if c in bad.columns else pl.lit(None, dtype=t).alias(c)
+            for c, t in QUARANTINE_COLUMNS.items()
+        ]
+    )
+    silver = good.select([pl.col(c.name).cast(c.dtype) for c in contract.columns])
+    return silver, quarantine
+
+
+def _raw_of_snapshot_rows(table: str) -> pl.Expr:
+    """A CSV row re-assembled as text, so quarantine keeps what was received."""
+    return pl.concat_str(
+        [pl.col(f).fill_null("") for f in SOURCE_FIELDS[table]], separator=","
+    )
+
+
+def clean_events(
+    bronze: pl.DataFrame | pl.LazyFrame, prior_event_ids: pl.Series | None = None
+) -> SilverResult:
+    """Silver events of one arrival date.
+
+    `prior_event_ids`: ids already in silver partitions of the look-back window; a re-delivered
+    event among them is dropped as a duplicate (the earliest arrival wins, so features that saw
+    it first stay reproducible).
+    """
+    bronze = bronze.lazy()
+    frame = _type_and_reason(
+        bronze,
+        _typed_events(),
+        EVENTS,
+        {
+            "quantity": pl.coalesce(_text("quantity").cast(pl.Int32, strict=False), pl.lit(1, pl.Int32)),
+            "arrival_date": pl.col("_arrival_date"),
+        },
+    ).collect()
+    silver, quarantine = _split(frame, EVENTS)
+    silver, duplicates = _drop_duplicates(silver, ["event_id"], prior_event_ids)
+    return SilverResult(silver, quarantine, duplicates, frame.height, _by_reason(quarantine))
+
+
+def clean_snapshot(bronze: pl.DataFrame | pl.LazyFrame, table: str) -> SilverResult:
+    """Silver users/products snapshot of one arrival date (duplicate keys: first row wins)."""
+    contract = CONTRACTS[table]
+    frame = _type_and_reason(
+        bronze.lazy().with_columns(_raw=_raw_of_snapshot_rows(table)),
+        _typed_snapshot(table),
+        contract,
+        {"snapshot_date": pl.col("_arrival_date")},
+    ).collect()
+    silver, quarantine = _split(frame, contract)
+    silver, duplicates = _drop_duplicates(silver, list(contract.unique), None)
+    return SilverResult(silver, quarantine, duplicates, frame.height, _by_reason(quarantine))
+
+
+def _drop_duplicates(
+    silver: pl.DataFrame, key: list[str], prior: pl.Series | None
+) -> tuple[pl.DataFrame, pl.DataFrame]:
+    ordered = silver.with_row_index("_order")
+    keep = ordered.select(pl.struct(key).is_first_distinct()).to_series()
+    if prior is not None and prior.len():
+        keep = keep & ~ordered[key[0]].is_in(prior.implode())
+    return ordered.filter(keep).drop("_order"), ordered.filter(~keep).drop("_order")
+
+
+def _by_reason(quarantine: pl.DataFrame) -> dict[str, int]:
+    counts = quarantine.group_by("quarantine_reason").len().sort(["len", "quarantine_reason"], descending=[True, False])
+    return dict(zip(counts["quarantine_reason"].to_list(), counts["len"].to_list()))
+
+
+def arrival(d: str | date) -> date:
+    return d if isinstance(d, date) else date.fromisoformat(d)
+
+
+__all__ = ["EVENT_FIELDS", "SilverResult", "clean_events", "clean_snapshot"]

@@ -1,0 +1,40 @@
+"""The quality measures of DESIGN.md, recorded on every materialization."""
+
+from __future__ import annotations
+
+import math
+from datetime import datetime, timezone
+
+import polars as pl
+
+DEFAULT_HALF_LIFE_HOURS = 24.0
+
+
+def completeness(frame: pl.DataFrame, required: list[str]) -> dict[str, float]:
+    """`1 - nulls / rows` per required column, and `table` = the minimum over them."""
+    if frame.height == 0:
+        per_column = {c: 1.0 for c in required}
+    else:
+        nulls = frame.select(pl.col(required).null_count()).row(0)
+        per_column = {c: 1.0 - n / frame.height for c, n in zip(required, nulls)}
+    return {**per_column, "table": min(per_column.values(), default=1.0)}
+
+
+def consistency(passing_rows: int, rows: int) -> float:
+    """Share of rows satisfying every constraint of the layer's contract."""
+    return 1.0 if rows == 0 else passing_rows / rows
+
+
+def freshness(
+    newest: datetime | None,
+    now: datetime | None = None,
+    half_life_hours: float = DEFAULT_HALF_LIFE_HOURS,
+) -> float:
+    """`exp(-lambda * dt)`, dt in hours from the newest record to now, lambda = ln 2 / half-life."""
+    if newest is None:
+        return 0.0
+    now = now or datetime.now(timezone.utc)
+    if newest.tzinfo is None:
+        newest = newest.replace(tzinfo=timezone.utc)
+    hours = max((now - newest).total_seconds() / 3600.0, 0.0)
+    return math.exp(-math.log(2) / half_life_hours * hours)

@@ -1,0 +1,144 @@
+"""Silver transforms: every bad input gets its reason, and the accounting always balances."""
+
+from datetime import date, datetime, timezone
+
+import polars as pl
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from refinery.assets.bronze.ingest import (
+    bronze_events_from_file,
+    bronze_snapshot_from_file,
+    stamp,
+)
+from refinery.assets.silver.transform import clean_events, clean_snapshot
+from refinery.contracts.silver import EVENTS, PRODUCTS, USERS
+from tests.landing_factory import FAULTY_LINES, PRODUCTS_CSV, USERS_CSV, event, line, write_lines
+
+ARRIVAL = date(2026, 3, 1)
+AT = datetime(2026, 3, 2, 0, 30, tzinfo=timezone.utc)
+
+
+def bronze_of(tmp_path, lines: list[bytes], name="a.jsonl") -> pl.DataFrame:
+    path = write_lines(tmp_path / name, lines)
+    return stamp(bronze_events_from_file(path, name), "events", ARRIVAL, AT)
+
+
+def test_each_bad_input_kind_is_quarantined_with_its_reason(tmp_path):
+    result = clean_events(bronze_of(tmp_path, [ln for ln, _ in FAULTY_LINES]))
+    reasons = dict(zip(result.quarantine["_line"].to_list(), result.quarantine["quarantine_reason"].to_list()))
+    for number, (_, expected) in enumerate(FAULTY_LINES, start=1):
+        if expected in (None, "duplicate"):
+            assert number not in reasons
+        else:
+            assert reasons[number] == expected, (number, expected)
+    assert result.duplicates["_line"].to_list() == [12]
+    assert result.balanced
+    # quarantine keeps what was received, for a person to read
+    assert result.quarantine.filter(pl.col("_line") == 2)["_raw"].item().startswith('{"event_id": "e2"')
+
+
+def test_valid_rows_are_typed_normalised_and_follow_the_contract(tmp_path):
+    result = clean_events(bronze_of(tmp_path, [ln for ln, _ in FAULTY_LINES]))
+    silver = result.silver
+    EVENTS.pandera_schema().validate(silver)
+    assert silver["event_id"].to_list() == ["ok1", "e11", "e12", "e13"]
+    ok = silver.row(0, named=True)
+    assert ok["event_type"] == "view"
+    assert ok["event_time"] == datetime(2026, 3, 1, 8, tzinfo=timezone.utc)
+    assert ok["amount"] is None and ok["quantity"] == 1
+    purchase = silver.filter(pl.col("event_id") == "e12").row(0, named=True)
+    assert (purchase["event_type"], purchase["amount"], purchase["quantity"]) == ("purchase", 12.5, 2)
+    click = silver.filter(pl.col("event_id") == "e13").row(0, named=True)
+    assert click["product_id"] is None and click["device"] is None
+
+
+def test_events_seen_in_the_lookback_window_are_dropped_as_duplicates(tmp_path):
+    lines = [line(event(event_id=f"e{i}")) for i in range(5)]
+    result = clean_events(bronze_of(tmp_path, lines), prior_event_ids=pl.Series(["e1", "e3", "zz"]))
+    assert result.silver["event_id"].to_list() == ["e0", "e2", "e4"]
+    assert result.duplicates["event_id"].to_list() == ["e1", "e3"]
+    assert result.balanced
+
+
+def test_snapshot_rules_and_duplicate_keys(tmp_path):
+    users = tmp_path / "users.csv"
+    users.write_text(USERS_CSV)
+    bronze = stamp(bronze_snapshot_from_file(users, "users.csv", "users"), "users", ARRIVAL, AT)
+    result = clean_snapshot(bronze, "users")
+    USERS.pandera_schema().validate(result.silver)
+    assert result.silver["user_id"].to_list() == ["u1", "u2"]
+    assert result.silver["country"].to_list() == ["DE", "US"]
+    assert dict(zip(result.quarantine["user_id"] if "user_id" in result.quarantine.columns else [], [])) == {}
+    assert sorted(result.quarantine["quarantine_reason"].to_list()) == [
+        "future_signup_date",
+        "invalid_boolean",
+        "invalid_country",
+    ]
+    assert result.duplicates.height == 1 and result.balanced
+
+    products = tmp_path / "products.csv"
+    products.write_text(PRODUCTS_CSV)
+    bronze = stamp(bronze_snapshot_from_file(products, "products.csv", "products"), "products", ARRIVAL, AT)
+    result = clean_snapshot(bronze, "products")
+    PRODUCTS.pandera_schema().validate(result.silver)
+    assert result.silver["product_id"].to_list() == ["p1", "p3"]
+    assert result.silver["category"].to_list() == ["books", "toys"]
+    assert result.quarantine["quarantine_reason"].to_list() == ["negative_list_price"]
+
+
+def test_snapshot_with_a_missing_column_is_quarantined_whole(tmp_path):
+    users = tmp_path / "users.csv"
+    users.write_text("user_id,signup_date,country,birth_year,marketing_opt_in\nu1,2025-01-01,DE,1990,true\n")
+    bronze = stamp(bronze_snapshot_from_file(users, "users.csv", "users"), "users", ARRIVAL, AT)
+    result = clean_snapshot(bronze, "users")
+    assert result.silver.height == 0
+    assert result.quarantine_by_reason == {"missing_column": 1}
+    assert "plan" in result.quarantine["quarantine_detail"].item()
+
+
+# --- properties -----------------------------------------------------------------------------
+
+ids = st.sampled_from([f"e{i}" for i in range(12)])
+fault = st.sampled_from([None, None, None, "malformed", "refund", "negative", "no_user", "future"])
+
+
+def _line(event_id: str, kind: str | None) -> bytes:
+    if kind == "malformed":
+        return b'{"event_id": "' + event_id.encode()
+    overrides = {
+        None: {},
+        "refund": {"event_type": "refund"},
+        "negative": {"event_type": "purchase", "amount": -1},
+        "no_user": {"user_id": ...},
+        "future": {"event_time": "2026-03-09T00:00:00Z"},
+    }[kind]
+    return line(event(event_id=event_id, **overrides))
+
+
+@settings(max_examples=60, deadline=None)
+@given(rows=st.lists(st.tuples(ids, fault), max_size=40), prior=st.lists(ids, max_size=6))
+def test_accounting_invariant_and_dedupe_hold_for_any_input(tmp_path_factory, rows, prior):
+    tmp = tmp_path_factory.mktemp("prop")
+    lines = [_line(i, k) for i, k in rows]
+    result = clean_events(bronze_of(tmp, lines) if lines else _empty_bronze(), pl.Series(prior, dtype=pl.String))
+    a = result.accounting
+    assert a["bronze_rows"] == len(lines)
+    assert a["bronze_rows"] == a["silver_rows"] + a["quarantined_rows"] + a["duplicates_dropped"]
+    # silver ids unique, none from the look-back window, and each valid new id kept once
+    kept = result.silver["event_id"].to_list()
+    assert len(kept) == len(set(kept)) and not set(kept) & set(prior)
+    valid_ids = {i for i, k in rows if k is None}
+    assert set(kept) == valid_ids - set(prior)
+    # the kept copy is the first occurrence in the file
+    first_line = {}
+    for n, (i, k) in enumerate(rows, start=1):
+        if k is None:
+            first_line.setdefault(i, n)
+    assert dict(zip(kept, result.silver["_line"].to_list())) == {i: first_line[i] for i in kept}
+
+
+def _empty_bronze() -> pl.DataFrame:
+    from refinery.contracts.bronze import BRONZE_EVENTS
+
+    return pl.DataFrame(schema={c.name: c.dtype for c in BRONZE_EVENTS.columns})
