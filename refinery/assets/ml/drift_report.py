@@ -1,0 +1,267 @@
+"""`ml/feature_drift_report`: recent gold features against the latest published reference profile.
+
+The report reads only the last few `user_daily_features` partitions and the reference profile
+stored with the published training set, never the training set itself, so it stays cheap
+enough to run after every gold update. It writes `lake/ml/feature_drift_report/` (report.json,
+features.parquet, chart.svg) in one atomic directory swap, and puts the verdict into the
+materialization metadata where `drift_sensor` reads it.
+
+(No `from __future__ import annotations` here: Dagster resolves the Config annotation at runtime.)
+"""
+
+import json
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+from dagster import (
+    AssetExecutionContext,
+    AssetKey,
+    AutomationCondition,
+    Config,
+    MaterializeResult,
+    MetadataValue,
+    asset,
+)
+from pydantic import Field
+
+from refinery.assets.ml.drift import (
+    DriftThresholds,
+    build_drift_report,
+    distribution_bars_markdown,
+    distribution_chart_svg,
+    feature_table,
+    markdown_summary,
+    no_reference_report,
+    svg_markdown_image,
+)
+from refinery.assets.ml.profile import LABEL_COLUMN, profile_against
+from refinery.resources.lake import (
+    LakePaths,
+    data_dir_from_env,
+    replace_dir_atomic,
+    write_parquet_atomic,
+)
+
+REPORT_KEY = AssetKey(["ml", "feature_drift_report"])
+FEATURES_MODEL = "user_daily_features"
+EXAMPLES_MODEL = "training_examples"
+AS_OF_PREFIX = "as_of_date="
+PARTITION_FILE = "data.parquet"
+
+
+class DriftReportConfig(Config):
+    """Window and thresholds; defaults and their sources are in `refinery.assets.ml.drift`."""
+
+    window: int = 7
+    as_of_dates: list[str] = Field(default_factory=list)
+    psi: float = 0.25
+    jensen_shannon: float = 0.1
+    wasserstein: float = 0.1
+    missing_rate_change: float = 0.05
+    drift_share: float = 0.5
+    key_features: list[str] = Field(default_factory=list)
+    numeric_tests: list[str] = Field(default_factory=lambda: ["psi", "wasserstein"])
+    categorical_tests: list[str] = Field(default_factory=lambda: ["psi", "jensen_shannon"])
+    label_drift_counts: bool = True
+
+    def thresholds(self) -> DriftThresholds:
+        return DriftThresholds(
+            psi=self.psi,
+            jensen_shannon=self.jensen_shannon,
+            wasserstein=self.wasserstein,
+            missing_rate_change=self.missing_rate_change,
+            drift_share=self.drift_share,
+            key_features=tuple(self.key_features),
+            numeric_tests=tuple(self.numeric_tests),
+            categorical_tests=tuple(self.categorical_tests),
+            label_drift_counts=self.label_drift_counts,
+        )
+
+
+@dataclass
+class DriftReportResult:
+    report: dict[str, Any]
+    reference_version: str | None
+    current_window: list[str]
+    report_dir: Path
+
+
+def as_of_dates(lake: LakePaths, model: str) -> list[str]:
+    """As-of dates with a written `data.parquet`, oldest first."""
+    base = lake.gold_dir(model)
+    if not base.exists():
+        return []
+    return sorted(
+        p.name.removeprefix(AS_OF_PREFIX)
+        for p in base.iterdir()
+        if p.is_dir() and p.name.startswith(AS_OF_PREFIX) and (p / PARTITION_FILE).exists()
+    )
+
+
+def select_window(available: list[str], window: int, explicit: list[str]) -> list[str]:
+    """The explicit dates (each must exist) or the latest `window` available ones."""
+    if explicit:
+        absent = sorted(set(explicit) - set(available))
+        if absent:
+            raise FileNotFoundError(
+                f"as_of_dates {absent} have no gold/{FEATURES_MODEL} partition "
+                f"(available: {available[:3]}...{available[-3:]}); materialize them or pick "
+                "dates that exist"
+            )
+        return sorted(explicit)
+    if window < 1:
+        raise ValueError(f"window must be >= 1 as-of dates, got {window}")
+    return available[-window:]
+
+
+def read_window(lake: LakePaths, model: str, dates: list[str], columns: list[str]) -> pl.DataFrame:
+    """The wanted columns of the given partitions; a column a partition lacks comes back null."""
+    frames = []
+    for as_of in dates:
+        path = lake.gold_dir(model) / f"{AS_OF_PREFIX}{as_of}" / PARTITION_FILE
+        scan = pl.scan_parquet(path, hive_partitioning=False)
+        present = [c for c in columns if c in scan.collect_schema().names()]
+        frames.append(scan.select(present))
+    if not frames:
+        return pl.DataFrame()
+    return pl.concat(frames, how="diagonal_relaxed").collect()
+
+
+def load_reference(registry: Path) -> tuple[str | None, dict[str, Any] | None, str]:
+    """(version, profile, why-not) of the latest published training set."""
+    try:
+        from refinery.datasets import latest_version, read_profile
+    except ImportError as error:
+        return None, None, f"the dataset registry API is not available ({error})"
+    version = latest_version(registry=registry)
+    if version is None:
+        return None, None, f"no training set has been published to the registry {registry} yet"
+    profile = read_profile(version, registry=registry)
+    if profile is None:
+        return version, None, f"training set version {version} has no reference profile"
+    return version, profile, ""
+
+
+def compute_drift_report(
+    lake: LakePaths,
+    config: DriftReportConfig,
+    reference: tuple[str, dict[str, Any]] | None = None,
+) -> DriftReportResult:
+    """Build and write the report; the pure statistics live in `refinery.assets.ml.drift`.
+
+    `reference` is (version, profile); by default the latest published version's profile.
+    """
+    if reference is None:
+        version, profile, why_not = load_reference(lake.registry)
+    else:
+        (version, profile), why_not = reference, ""
+    window = select_window(as_of_dates(lake, FEATURES_MODEL), config.window, config.as_of_dates)
+    if profile is None:
+        report = no_reference_report(why_not)
+    elif not window:
+        report = no_reference_report(
+            f"no gold/{FEATURES_MODEL} partitions under {lake.gold_dir(FEATURES_MODEL)}: "
+            "materialize gold before the drift report"
+        )
+        report["verdict"] = "no_data"
+    else:
+        features = list(profile["features"])
+        current = profile_against(read_window(lake, FEATURES_MODEL, window, features), profile)
+        label_rate, label_rows = recent_label_rate(lake, config.window)
+        report = build_drift_report(
+            profile,
+            current,
+            config.thresholds(),
+            current_label_rate=label_rate,
+            current_label_rows=label_rows,
+        )
+    report["reference_version"] = version
+    report["current_window"] = window
+    report_dir = lake.lake / "ml" / "feature_drift_report"
+    write_report(report, report_dir)
+    return DriftReportResult(report, version, window, report_dir)
+
+
+def recent_label_rate(lake: LakePaths, window: int) -> tuple[float | None, int]:
+    """Positive rate over the latest `window` labelled as-of dates (labels lag features)."""
+    dates = as_of_dates(lake, EXAMPLES_MODEL)[-window:]
+    if not dates:
+        return None, 0
+    labels = read_window(lake, EXAMPLES_MODEL, dates, [LABEL_COLUMN])
+    if LABEL_COLUMN not in labels.columns or labels.height == 0:
+        return None, 0
+    column = labels[LABEL_COLUMN].drop_nulls().cast(pl.Float64)
+    return (float(column.mean()) if column.len() else None), column.len()
+
+
+def write_report(report: dict[str, Any], report_dir: Path) -> None:
+    """report.json + features.parquet + chart.svg, swapped in as one directory."""
+    staging = report_dir.with_name(f".{report_dir.name}.{uuid.uuid4().hex}.staging")
+    staging.mkdir(parents=True)
+    (staging / "report.json").write_text(json.dumps(report, indent=2, sort_keys=True) + "\n")
+    write_parquet_atomic(feature_table(report), staging / "features.parquet")
+    (staging / "chart.svg").write_text(distribution_chart_svg(report))
+    replace_dir_atomic(staging, report_dir)
+
+
+def report_metadata(result: DriftReportResult) -> dict[str, Any]:
+    report = result.report
+    window = result.current_window
+    chart = distribution_chart_svg(report) if report["features"] else ""
+    labels = report.get("label_drift") or {}
+    metadata: dict[str, Any] = {
+        "verdict": MetadataValue.text(report["verdict"]),
+        "drift_share": MetadataValue.float(float(report["drift_share"])),
+        "n_drifted": MetadataValue.int(report["n_drifted"]),
+        "n_features": MetadataValue.int(report["n_features"]),
+        "reference_version": MetadataValue.text(result.reference_version or "none"),
+        "current_window": MetadataValue.text(f"{window[0]}..{window[-1]}" if window else "none"),
+        "current_rows": MetadataValue.int(int(report.get("current_rows", 0))),
+        "drifted_features": MetadataValue.json(report["drifted_features"]),
+        "reasons": MetadataValue.md("\n".join(f"- {r}" for r in report["reasons"]) or "–"),
+        "top_drifted_features": MetadataValue.md(markdown_summary(report)),
+        "report_path": MetadataValue.path(str(result.report_dir / "report.json")),
+    }
+    if chart:
+        metadata["distribution_chart"] = MetadataValue.md(
+            svg_markdown_image(chart) + "\n\n" + distribution_bars_markdown(report)
+        )
+    if labels:
+        metadata["label_rate_reference"] = MetadataValue.float(float(labels["reference_rate"]))
+        metadata["label_rate_current"] = MetadataValue.float(float(labels["current_rate"]))
+        metadata["label_drift"] = MetadataValue.bool(bool(labels["drifted"]))
+    return metadata
+
+
+@asset(
+    key=REPORT_KEY,
+    group_name="ml",
+    deps=[AssetKey(["gold", "user_daily_features"]), AssetKey(["ml", "training_dataset"])],
+    kinds={"polars"},
+    # After each new gold day and each new training-set version, without a person. Not eager():
+    # that waits until no upstream partition is missing, which a daily lake never reaches.
+    automation_condition=(
+        AutomationCondition.any_deps_updated().since_last_handled()
+        & ~AutomationCondition.any_deps_in_progress()
+        & ~AutomationCondition.in_progress()
+    ),
+    description=(
+        "Recent feature distribution (latest as-of dates of gold/user_daily_features) against "
+        "the reference profile of the latest published training set: per-feature PSI, "
+        "Jensen-Shannon, Wasserstein, missing-rate change, label-rate drift and a verdict."
+    ),
+)
+def feature_drift_report(
+    context: AssetExecutionContext, config: DriftReportConfig
+) -> MaterializeResult:
+    lake = LakePaths(data_dir_from_env())
+    result = compute_drift_report(lake, config)
+    context.log.info(
+        f"drift verdict {result.report['verdict']} "
+        f"({result.report['n_drifted']}/{result.report['n_features']} features) "
+        f"against reference {result.reference_version} over {result.current_window}"
+    )
+    return MaterializeResult(metadata=report_metadata(result))

@@ -1,0 +1,186 @@
+"""`ml/training_dataset`: a temporal split of gold training_examples, published to the registry.
+
+The asset reads the gold Parquet (not through an IO manager), cuts the window with the pure
+functions of `splits.py`, writes `lake/ml/training_dataset/` and snapshots it in the DVC
+registry. Unchanged content (same splits and profile) publishes no new version.
+"""
+
+import json
+from typing import Any
+
+from dagster import (
+    AssetExecutionContext,
+    AssetKey,
+    AssetRecordsFilter,
+    Config,
+    DagsterInstance,
+    MaterializeResult,
+    MetadataValue,
+    asset,
+)
+from pydantic import Field
+
+from refinery.assets.ml.profile import build_profile
+from refinery.assets.ml.splits import (
+    DEFAULT_LABEL_LATENESS_DAYS,
+    LABEL_HORIZON_DAYS,
+    SPLIT_NAMES,
+    SplitSpec,
+    assign_split_dates,
+    feature_columns,
+    labelled_as_of_dates,
+    list_as_of_partitions,
+    read_training_examples,
+    split_examples,
+    upstream_partition_for,
+    write_training_set,
+)
+from refinery.resources import LakeResource
+from refinery.resources.registry import DvcRegistry
+
+TRAINING_EXAMPLES = AssetKey(["gold", "training_examples"])
+
+
+class TrainingDatasetConfig(Config):
+    window_days: int = Field(default=28, description="Latest labelled as-of dates to use.")
+    validation_days: int = Field(default=3, description="Newest-but-test as-of dates.")
+    test_days: int = Field(default=3, description="Newest as-of dates of the window.")
+    gap_days: int = Field(
+        default=LABEL_HORIZON_DAYS,
+        description=f"Calendar days between splits; at least the label horizon "
+        f"({LABEL_HORIZON_DAYS}).",
+    )
+    label_lateness_days: int = Field(
+        default=DEFAULT_LABEL_LATENESS_DAYS,
+        description="Allowed lateness of the labels: gold partition P writes as-of date "
+        "P - horizon - lateness (used to find the upstream materializations).",
+    )
+
+
+def latest_upstream_materializations(
+    instance: DagsterInstance, partitions: list[str]
+) -> dict[str, dict[str, Any] | None]:
+    """The newest materialization of gold/training_examples for each partition (None if never)."""
+    found: dict[str, dict[str, Any] | None] = dict.fromkeys(partitions)
+    cursor = None
+    while partitions:
+        result = instance.fetch_materializations(
+            AssetRecordsFilter(asset_key=TRAINING_EXAMPLES, asset_partitions=partitions),
+            limit=1000,
+            cursor=cursor,
+        )
+        for record in result.records:
+            if found.get(record.partition_key) is None and record.partition_key in found:
+                found[record.partition_key] = {
+                    "storage_id": record.storage_id,
+                    "run_id": record.run_id,
+                }
+        if not result.has_more or all(found.values()):
+            break
+        cursor = result.cursor
+    return found
+
+
+@asset(
+    key=AssetKey(["ml", "training_dataset"]),
+    group_name="ml",
+    deps=[TRAINING_EXAMPLES],
+    pool="dvc_registry",
+    kinds={"polars", "parquet", "dvc"},
+    description=__doc__,
+)
+def training_dataset(
+    context: AssetExecutionContext,
+    config: TrainingDatasetConfig,
+    lake: LakeResource,
+    dvc_registry: DvcRegistry,
+) -> MaterializeResult:
+    paths = lake.paths
+    spec = SplitSpec(
+        window_days=config.window_days,
+        validation_days=config.validation_days,
+        test_days=config.test_days,
+        gap_days=config.gap_days,
+    )
+    partitions = list_as_of_partitions(paths.gold_dir("training_examples"))
+    split_dates = assign_split_dates(labelled_as_of_dates(partitions), spec)
+    examples = read_training_examples(partitions, split_dates.used)
+    splits = split_examples(examples, split_dates)
+    features = [column["name"] for column in feature_columns(examples)]
+
+    upstream_partitions = {
+        upstream_partition_for(as_of, config.label_lateness_days): as_of
+        for as_of in split_dates.used
+    }
+    materializations = latest_upstream_materializations(
+        context.instance, sorted(upstream_partitions)
+    )
+    upstream = {
+        "asset_key": TRAINING_EXAMPLES.to_user_string(),
+        "partitions": [
+            {
+                "partition": partition,
+                "as_of_date": upstream_partitions[partition].isoformat(),
+                "materialization": materializations[partition],
+            }
+            for partition in sorted(upstream_partitions)
+        ],
+    }
+    written = write_training_set(
+        paths.lake / "ml" / "training_dataset",
+        spec=spec,
+        split_dates=split_dates,
+        splits=splits,
+        profile=build_profile(splits["train"], features),
+        upstream=upstream,
+    )
+    never = [p for p, m in materializations.items() if m is None]
+    if never:
+        context.log.warning(
+            f"{len(never)} gold/training_examples partitions used have no materialization in "
+            f"this Dagster instance (e.g. {never[0]}); their lineage is recorded as null."
+        )
+
+    lineage = _lineage_text(context.run.run_id, upstream)
+    snapshot = dvc_registry.rooted_at(paths).snapshot(written.directory, lineage=lineage)
+    if not snapshot.created:
+        context.log.info(
+            f"Content md5 {snapshot.content_md5} equals {snapshot.tag}: no new version."
+        )
+    metadata = written.metadata
+    return MaterializeResult(
+        metadata={
+            "version_tag": snapshot.tag,
+            "version": snapshot.version,
+            "new_version": snapshot.created,
+            "git_commit": snapshot.commit,
+            "content_md5": snapshot.content_md5,
+            "registry": MetadataValue.path(str(snapshot.registry)),
+            "remote": snapshot.remote_url,
+            "file_md5": MetadataValue.json(snapshot.file_md5s),
+            "fetch_command": snapshot.fetch_commands["refinery"],
+            "dvc_get_command": snapshot.fetch_commands["dvc_get"],
+            "dvc_artifacts_get_command": snapshot.fetch_commands["dvc_artifacts_get"],
+            "window": f"{metadata['window']['first_as_of_date']}.."
+            f"{metadata['window']['last_as_of_date']}",
+            "features": len(features),
+            "upstream_partitions": len(upstream_partitions),
+            **{
+                f"{name}_{measure}": metadata["splits"][name][measure]
+                for name in SPLIT_NAMES
+                for measure in ("rows", "label_rate", "first_as_of_date", "last_as_of_date")
+            },
+            "dagster/row_count": sum(metadata["splits"][name]["rows"] for name in SPLIT_NAMES),
+        }
+    )
+
+
+def _lineage_text(run_id: str, upstream: dict[str, Any]) -> str:
+    materialized = [p for p in upstream["partitions"] if p["materialization"]]
+    return (
+        f"Dagster run: {run_id}\n"
+        f"Upstream: {upstream['asset_key']} partitions "
+        f"{upstream['partitions'][0]['partition']}..{upstream['partitions'][-1]['partition']} "
+        f"({len(materialized)}/{len(upstream['partitions'])} with a materialization)\n"
+        + json.dumps(upstream, sort_keys=True)
+    )

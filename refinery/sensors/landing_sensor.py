@@ -1,0 +1,74 @@
+"""landing_sensor: ingest each arrival date once, and again only if its files change."""
+
+import json
+import os
+
+from dagster import (
+    AssetKey,
+    DefaultSensorStatus,
+    RunRequest,
+    SensorEvaluationContext,
+    SensorResult,
+    define_asset_job,
+    sensor,
+)
+
+from refinery.partitions import PARTITIONS_START, daily_partitions
+from refinery.resources import LakeResource
+from refinery.sensors import sensor_interval
+from refinery.sensors.landing import new_arrivals, scan_landing
+
+GOLD_MODELS = ("user_daily_features", "labels", "training_examples")
+
+ingest_job = define_asset_job(
+    "ingest_job",
+    selection=[AssetKey([layer, t]) for layer in ("bronze", "silver") for t in ("events", "users", "products")]
+    + [AssetKey(["gold", m]) for m in GOLD_MODELS],
+    partitions_def=daily_partitions,
+    description="bronze → silver → gold for one arrival date (what landing_sensor requests).",
+)
+
+
+def assets_for(sources: tuple[str, ...]) -> list[AssetKey]:
+    """The arrival's own bronze/silver tables, then gold (which reads whatever silver holds)."""
+    keys = [AssetKey([layer, s]) for s in sources for layer in ("bronze", "silver")]
+    if "events" in sources:
+        keys += [AssetKey(["gold", m]) for m in GOLD_MODELS]
+    return keys
+
+
+@sensor(
+    name="landing_sensor",
+    job=ingest_job,
+    minimum_interval_seconds=sensor_interval(),
+    default_status=DefaultSensorStatus.RUNNING,
+    description="Requests one ingest run per new (or changed) arrival date in landing/.",
+)
+def landing_sensor(context: SensorEvaluationContext, lake: LakeResource):
+    seen: dict[str, str] = json.loads(context.cursor) if context.cursor else {}
+    settle = float(os.environ.get("REFINERY_LANDING_SETTLE_SECONDS", "10"))
+    last_partition = daily_partitions.get_last_partition_key()
+    arrivals = [
+        a
+        for a in scan_landing(lake.paths.landing, settle_seconds=settle)
+        if a.date >= PARTITIONS_START and (last_partition is None or a.date <= last_partition)
+    ]
+    ingested = context.instance.get_materialized_partitions(AssetKey(["bronze", "events"]))
+    todo, cursor = new_arrivals(arrivals, seen, ingested)
+    if not todo:
+        return SensorResult(
+            skip_reason=f"no new arrival dates in {lake.paths.landing} "
+            f"({len(arrivals)} dates landed, all ingested or requested)",
+            cursor=json.dumps(cursor, sort_keys=True),
+        )
+    requests = []
+    for arrival in todo:
+        requests.append(
+            RunRequest(
+                run_key=f"landing-{arrival.date}-{arrival.fingerprint}",
+                partition_key=arrival.date,
+                asset_selection=assets_for(arrival.sources),
+                tags={"refinery/trigger": "landing", "refinery/sources": ",".join(arrival.sources)},
+            )
+        )
+    return SensorResult(run_requests=requests, cursor=json.dumps(cursor, sort_keys=True))

@@ -1,0 +1,164 @@
+"""drift_sensor ticks against a real instance, real report materializations and a real registry."""
+
+import json
+
+import numpy as np
+import polars as pl
+import pytest
+from dagster import (
+    AssetMaterialization,
+    DagsterInstance,
+    MetadataValue,
+    build_sensor_context,
+    materialize,
+)
+
+from refinery.assets.ml.drift_report import REPORT_KEY, DriftReportConfig, feature_drift_report
+from refinery.assets.ml.profile import build_profile
+from refinery.assets.ml.splits import content_md5, file_md5
+from refinery.resources.lake import LakePaths, write_parquet_atomic
+from refinery.resources.registry import DvcRegistry
+from refinery.sensors.drift_sensor import drift_sensor
+
+FEATURES = ["spend_7d", "plan"]
+DAYS = [f"2025-03-{d:02d}" for d in range(1, 8)]
+
+
+def features(seed: int, n: int = 1_000, mean: float = 50.0) -> pl.DataFrame:
+    rng = np.random.default_rng(seed)
+    return pl.DataFrame(
+        {
+            "user_id": [f"u{i}" for i in range(n)],
+            "spend_7d": rng.normal(mean, 10, n),
+            "plan": rng.choice(["free", "plus", "pro"], n, p=[0.6, 0.3, 0.1]),
+            "label": (rng.random(n) < 0.2).astype(np.int8),
+        }
+    )
+
+
+def write_gold(root, model: str, days: list[str], mean: float = 50.0) -> None:
+    lake = LakePaths(root)
+    for i, day in enumerate(days):
+        frame = features(i, mean=mean).with_columns(as_of_date=pl.lit(day).str.to_date())
+        if model == "user_daily_features":
+            frame = frame.drop("label")
+        write_parquet_atomic(frame, lake.gold_dir(model) / f"as_of_date={day}" / "data.parquet")
+
+
+def publish_reference(root) -> str:
+    """Publish a tiny training set (splits, profile, metadata) through the real DVC registry."""
+    train = features(100, n=5_000)
+    source = root / "staging-training-set"
+    source.mkdir()
+    for split in ("train", "validation", "test"):
+        write_parquet_atomic(train, source / f"{split}.parquet")
+    (source / "profile.json").write_text(json.dumps(build_profile(train, FEATURES)))
+    files = {n: file_md5(source / n) for n in sorted(p.name for p in source.iterdir())}
+    split_info = {"rows": train.height, "label_rate": float(train["label"].mean())}
+    metadata = {
+        "files": files,
+        "content_md5": content_md5(files),
+        "splits": {s: split_info for s in ("train", "validation", "test")},
+    }
+    (source / "metadata.json").write_text(json.dumps(metadata))
+    lake = LakePaths(root)
+    registry = DvcRegistry(registry_dir=str(lake.registry), remote_url=str(lake.dvc_remote))
+    return registry.snapshot(source).tag
+
+
+@pytest.fixture(scope="module")
+def published_root(tmp_path_factory):
+    root = tmp_path_factory.mktemp("data")
+    publish_reference(root)
+    return root
+
+
+def record_report(instance, verdict: str, share: float = 0.75) -> int:
+    instance.report_runless_asset_event(
+        AssetMaterialization(
+            asset_key=REPORT_KEY,
+            metadata={
+                "verdict": MetadataValue.text(verdict),
+                "drift_share": MetadataValue.float(share),
+                "reference_version": MetadataValue.text("training_set@v1.0.0"),
+            },
+        )
+    )
+    return instance.fetch_materializations(REPORT_KEY, limit=1).records[0].storage_id
+
+
+def tick(instance, cursor=None):
+    return drift_sensor.evaluate_tick(build_sensor_context(instance=instance, cursor=cursor))
+
+
+def test_bootstrap_waits_for_enough_labelled_days_then_requests_version_1(tmp_path, monkeypatch):
+    monkeypatch.setenv("REFINERY_DATA_DIR", str(tmp_path))
+    monkeypatch.setenv("REFINERY_BOOTSTRAP_MIN_LABELLED_DAYS", "5")
+    instance = DagsterInstance.ephemeral()
+    write_gold(tmp_path, "training_examples", DAYS[:3])
+    waiting = tick(instance)
+    assert not waiting.run_requests
+    assert (
+        "only 3 labelled as-of dates" in waiting.skip_message and "needs 5" in waiting.skip_message
+    )
+
+    write_gold(tmp_path, "training_examples", DAYS)
+    ready = tick(instance)
+    [request] = ready.run_requests
+    assert request.run_key == "bootstrap-v1"
+    assert request.tags["refinery/trigger"] == "bootstrap"
+
+
+def test_one_run_per_drift_report_and_skip_reasons(published_root, monkeypatch):
+    monkeypatch.setenv("REFINERY_DATA_DIR", str(published_root))
+    instance = DagsterInstance.ephemeral()
+
+    nothing = tick(instance)
+    assert "never been materialized" in nothing.skip_message
+
+    calm_id = record_report(instance, "no_drift", share=0.0)
+    calm = tick(instance)
+    assert not calm.run_requests and "'no_drift'" in calm.skip_message
+    assert calm.cursor == str(calm_id)
+
+    drift_id = record_report(instance, "drift", share=0.75)
+    drifted = tick(instance, cursor=calm.cursor)
+    [request] = drifted.run_requests
+    assert request.run_key == f"drift-report-{drift_id}"
+    assert request.tags["refinery/trigger"] == "drift"
+    assert request.tags["refinery/drift_share"] == "0.7500"
+    assert request.tags["refinery/report_storage_id"] == str(drift_id)
+    assert drifted.cursor == str(drift_id)
+
+    again = tick(instance, cursor=drifted.cursor)
+    assert not again.run_requests and "already handled" in again.skip_message
+
+    no_ref_id = record_report(instance, "no_reference", share=0.0)
+    no_ref = tick(instance, cursor=again.cursor or drifted.cursor)
+    assert not no_ref.run_requests and "'no_reference'" in no_ref.skip_message
+    assert no_ref.cursor == str(no_ref_id)
+
+
+def test_real_report_materialization_drives_the_sensor(published_root, monkeypatch):
+    monkeypatch.setenv("REFINERY_DATA_DIR", str(published_root))
+    instance = DagsterInstance.ephemeral()
+    write_gold(published_root, "user_daily_features", DAYS, mean=56.0)  # +0.6 std on spend_7d
+
+    config = {"ops": {"ml__feature_drift_report": {"config": {"key_features": ["spend_7d"]}}}}
+    result = materialize([feature_drift_report], instance=instance, run_config=config)
+    metadata = result.get_asset_materialization_events()[0].materialization.metadata
+    assert metadata["verdict"].value == "drift"
+    assert metadata["reference_version"].value == "training_set@v1.0.0"
+    assert metadata["current_window"].value == f"{DAYS[0]}..{DAYS[-1]}"
+    assert "data:image/svg+xml;base64," in metadata["distribution_chart"].value
+    assert "| spend_7d | numeric | **yes**" in metadata["top_drifted_features"].value
+
+    [request] = tick(instance).run_requests
+    storage_id = instance.fetch_materializations(REPORT_KEY, limit=1).records[0].storage_id
+    assert request.run_key == f"drift-report-{storage_id}"
+
+
+def test_report_config_defaults_are_the_documented_ones():
+    thresholds = DriftReportConfig().thresholds()
+    assert (thresholds.psi, thresholds.jensen_shannon, thresholds.wasserstein) == (0.25, 0.1, 0.1)
+    assert thresholds.drift_share == 0.5
