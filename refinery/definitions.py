@@ -1,14 +1,45 @@
 """The refinery code location: one Definitions object (`dagster ... -m refinery.definitions`)."""
 
-from dagster import Definitions, in_process_executor
+from dagster import (
+    AssetKey,
+    AssetSelection,
+    AutomationConditionSensorDefinition,
+    DefaultSensorStatus,
+    Definitions,
+    in_process_executor,
+)
 
 from refinery.assets.bronze.assets import bronze_assets
+from refinery.assets.gold import dbt_resource, gold_assets
+from refinery.assets.gold.checks import gold_checks
+from refinery.assets.ml.drift_report import feature_drift_report
+from refinery.assets.ml.training_dataset import training_dataset
 from refinery.assets.silver.assets import silver_assets
 from refinery.resources import LakeResource, QualityPolicy
+from refinery.resources.registry import DvcRegistry
+from refinery.sensors import sensor_interval
+from refinery.sensors.drift_sensor import drift_sensor, training_set_job
+from refinery.sensors.landing_sensor import ingest_job, landing_sensor
+
+automation_sensor = AutomationConditionSensorDefinition(
+    "drift_report_automation",
+    target=AssetSelection.assets(AssetKey(["ml", "feature_drift_report"])),
+    default_status=DefaultSensorStatus.RUNNING,
+    minimum_interval_seconds=sensor_interval(),
+    description="Refreshes ml/feature_drift_report after new gold days or a new training set.",
+)
 
 defs = Definitions(
-    assets=[*bronze_assets, *silver_assets],
-    resources={"lake": LakeResource(), "policy": QualityPolicy()},
+    assets=[*bronze_assets, *silver_assets, *gold_assets, training_dataset, feature_drift_report],
+    asset_checks=gold_checks,
+    jobs=[ingest_job, training_set_job],
+    sensors=[landing_sensor, drift_sensor, automation_sensor],
+    resources={
+        "lake": LakeResource(),
+        "policy": QualityPolicy(),
+        "dbt": dbt_resource(),
+        "dvc_registry": DvcRegistry(),
+    },
     # One process per run: a step per subprocess costs ~20 s of imports on 2 cores (DESIGN.md).
     executor=in_process_executor,
 )

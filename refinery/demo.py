@@ -1,0 +1,242 @@
+"""`make demo`: a month and a half of shop data through the whole platform, then the summary.
+
+1. refinery-synth lands 40 days of history (faults included) and, later, 8 live days in which
+   the shop drifts (device mix, prices, purchase propensity).
+2. History: bronze and silver per arrival date through Dagster, then gold for the whole range in
+   one `dagster asset materialize --partition-range` run of the real CLI.
+3. The live loop runs by itself under `dagster-daemon`: drift_sensor bootstraps training-set
+   version 1; each live day that lands is ingested by landing_sensor, gold and the drift report
+   follow, and a drift verdict makes drift_sensor publish a new training-set version.
+4. The summary: rows per layer, quarantine by reason, check results, drift verdicts, versions.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from datetime import date, datetime, timedelta, timezone
+from pathlib import Path
+
+import polars as pl
+
+HISTORY_DAYS = 40
+LIVE_DAYS = 8
+DRIFT_FROM_DAY = 42  # day index of the first drifted arrival date
+USERS = 2_000
+EVENTS_PER_DAY = 20_000
+SEED = 7
+DAEMON_TIMEOUT_S = 1_500
+
+
+def say(text: str) -> None:
+    print(f"\n== {text}", flush=True)
+
+
+def run(cmd: list[str], **kwargs) -> subprocess.CompletedProcess:
+    print("$ " + " ".join(cmd), flush=True)
+    return subprocess.run(cmd, check=True, **kwargs)
+
+
+def fresh_data_root(data_dir: Path, dagster_home: Path) -> None:
+    if data_dir.exists():
+        print(f"(removing the previous demo's data root {data_dir})")
+        shutil.rmtree(data_dir)
+    for child in dagster_home.glob("*"):
+        if child.name != "dagster.yaml":
+            shutil.rmtree(child) if child.is_dir() else child.unlink()
+
+
+def synth(start: date, first_day: int, days: int) -> None:
+    run(
+        [
+            "refinery-synth",
+            "--start", start.isoformat(),
+            "--first-day", str(first_day),
+            "--days", str(days),
+            "--users", str(USERS),
+            "--events-per-day", str(EVENTS_PER_DAY),
+            "--seed", str(SEED),
+            "--fault-rate", "0.003",
+            "--drift", "both",
+            "--drift-start", (start + timedelta(days=DRIFT_FROM_DAY)).isoformat(),
+            "--quiet",
+        ]
+    )
+
+
+def ingest_history(start: date) -> None:
+    from dagster import AssetKey, DagsterInstance
+
+    from refinery.definitions import defs
+
+    job = defs.resolve_job_def("ingest_job")
+    keys = [AssetKey([layer, t]) for layer in ("bronze", "silver") for t in ("events", "users", "products")]
+    instance = DagsterInstance.get()
+    for day in range(HISTORY_DAYS):
+        partition = (start + timedelta(days=day)).isoformat()
+        result = job.execute_in_process(
+            partition_key=partition, instance=instance, asset_selection=keys, raise_on_error=False
+        )
+        status = "ok" if result.success else "FAILED (see the run in the UI)"
+        print(f"  {partition}: bronze+silver {status}", flush=True)
+
+
+def gold_range(start: date, end: date) -> None:
+    run(
+        [
+            "dagster", "asset", "materialize", "-m", "refinery.definitions",
+            "--select", "group:gold",
+            "--partition-range", f"{start.isoformat()}...{end.isoformat()}",
+        ]
+    )
+
+
+def wait_for(what: str, condition, timeout: float = DAEMON_TIMEOUT_S, every: float = 3.0):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        value = condition()
+        if value:
+            return value
+        time.sleep(every)
+    raise TimeoutError(f"gave up waiting for {what} after {timeout:.0f} s")
+
+
+def latest_materialization(instance, key, partition: str | None = None):
+    from dagster import AssetRecordsFilter
+
+    records = instance.fetch_materializations(
+        AssetRecordsFilter(asset_key=key, asset_partitions=[partition] if partition else None),
+        limit=1,
+    ).records
+    return records[0] if records else None
+
+
+def live_loop(start: date, registry: Path) -> list[dict]:
+    from dagster import AssetKey, DagsterInstance
+
+    from refinery.datasets import list_versions
+
+    instance = DagsterInstance.get()
+    report_key = AssetKey(["ml", "feature_drift_report"])
+    features_key = AssetKey(["gold", "user_daily_features"])
+    rows = []
+    say("bootstrap: drift_sensor publishes training-set version 1 (no version yet, enough labels)")
+    wait_for("training-set version 1", lambda: list_versions(registry=registry))
+    wait_for("the first drift report", lambda: latest_materialization(instance, report_key))
+    for day in range(HISTORY_DAYS, HISTORY_DAYS + LIVE_DAYS):
+        arrival = (start + timedelta(days=day)).isoformat()
+        say(f"day {day + 1}: {arrival} lands" + (" (drifted)" if day >= DRIFT_FROM_DAY else ""))
+        before = latest_materialization(instance, report_key).storage_id
+        synth(start, day, 1)
+        wait_for(f"gold for {arrival}", lambda: latest_materialization(instance, features_key, arrival))
+        report = wait_for(
+            f"the drift report after {arrival}",
+            lambda: (r := latest_materialization(instance, report_key)) and r.storage_id > before and r,
+        )
+        meta = {k: getattr(v, "value", v) for k, v in report.asset_materialization.metadata.items()}
+        if meta.get("verdict") == "drift":
+            wait_for(
+                "the drift-triggered training-set run",
+                lambda: _run_for_report_done(instance, report.storage_id),
+            )
+        versions = list_versions(registry=registry)
+        row = {
+            "arrival_date": arrival,
+            "verdict": meta.get("verdict"),
+            "drift_share": round(float(meta.get("drift_share") or 0.0), 3),
+            "drifted_features": meta.get("drifted_features"),
+            "reference_version": meta.get("reference_version"),
+            "versions_now": len(versions),
+        }
+        print(json.dumps(row), flush=True)
+        rows.append(row)
+    return rows
+
+
+def _run_for_report_done(instance, storage_id: int) -> bool:
+    from dagster import DagsterRunStatus, RunsFilter
+
+    runs = instance.get_runs(RunsFilter(tags={"dagster/run_key": f"drift-report-{storage_id}"}))
+    finished = {DagsterRunStatus.SUCCESS, DagsterRunStatus.FAILURE, DagsterRunStatus.CANCELED}
+    return bool(runs) and all(r.status in finished for r in runs)
+
+
+def start_daemon(log: Path) -> subprocess.Popen:
+    env = {
+        **os.environ,
+        "REFINERY_SENSOR_INTERVAL_SECONDS": "5",
+        "REFINERY_LANDING_SETTLE_SECONDS": "2",
+    }
+    print(f"$ dagster-daemon run -w workspace.yaml   (log: {log})", flush=True)
+    return subprocess.Popen(
+        ["dagster-daemon", "run", "-w", "workspace.yaml"],
+        stdout=log.open("w"),
+        stderr=subprocess.STDOUT,
+        env=env,
+        start_new_session=True,
+    )
+
+
+def stop(process: subprocess.Popen) -> None:
+    if process.poll() is None:
+        os.killpg(process.pid, signal.SIGTERM)
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+
+
+def summary(lake_root: Path, drift_rows: list[dict], registry: Path) -> None:
+    from refinery.demo_summary import check_results, layer_rows, quarantine_by_reason
+
+    say("rows per layer")
+    print(layer_rows(lake_root))
+    say("quarantine by reason (all partitions)")
+    print(quarantine_by_reason(lake_root))
+    say("check results (latest evaluation per check)")
+    print(check_results())
+    say("drift verdicts of the live days")
+    print(pl.DataFrame(drift_rows) if drift_rows else "no live days ran")
+    say("published training-set versions: refinery-datasets list")
+    run(["refinery-datasets", "list"])
+    say("the same versions through DVC's own tooling: gto show")
+    subprocess.run(["gto", "show", "-r", str(registry)], check=False)
+
+
+def main() -> int:
+    from refinery.resources.lake import LakePaths, data_dir_from_env
+
+    data_dir = data_dir_from_env()
+    dagster_home = Path(os.environ["DAGSTER_HOME"]).resolve()
+    paths = LakePaths(data_dir)
+    today = datetime.now(timezone.utc).date()
+    start = today - timedelta(days=HISTORY_DAYS + LIVE_DAYS)
+    began = time.time()
+
+    say(f"fresh data root {data_dir}, Dagster instance {dagster_home}")
+    fresh_data_root(data_dir, dagster_home)
+    say(f"refinery-synth: {HISTORY_DAYS} days of history from {start}")
+    synth(start, 0, HISTORY_DAYS)
+    say("bronze → silver for each arrival date (Dagster, in-process)")
+    ingest_history(start)
+    say("gold for the whole history in one run of the real CLI")
+    gold_range(start, start + timedelta(days=HISTORY_DAYS - 1))
+
+    say("the live loop: dagster-daemon runs the sensors; nobody materializes by hand from here")
+    daemon = start_daemon(dagster_home / "demo-daemon.log")
+    try:
+        drift_rows = live_loop(start, paths.registry)
+    finally:
+        stop(daemon)
+    summary(paths.root, drift_rows, paths.registry)
+    say(f"demo done in {time.time() - began:.0f} s. Explore it: make dev, then http://127.0.0.1:3000")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
