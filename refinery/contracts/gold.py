@@ -2,7 +2,7 @@
 
 Feature columns are declared and documented in dbt (`dbt_project/models/marts/_marts.yml`); the
 contract derives from the mart's own columns and adds the rules a model trainer relies on: keys
-present and unique, labels binary, counts and amounts non-negative, rates and shares in [0, 1].
+present and unique, labels binary, counts, amounts and ratios non-negative, shares in [0, 1].
 """
 
 from __future__ import annotations
@@ -14,8 +14,9 @@ from refinery.contracts.rules import Column, Contract
 KEY = ("user_id", "as_of_date")
 
 
-def _is_rate(name: str) -> bool:
-    return "_rate_" in name or name.startswith("share_")
+def _is_share(name: str) -> bool:
+    # Conversion ratios (`*_rate_*`) may exceed 1: a purchase need not follow a logged cart.
+    return name.startswith("share_")
 
 
 def gold_contract(model: str, schema: pl.Schema) -> Contract:
@@ -33,7 +34,7 @@ def gold_contract(model: str, schema: pl.Schema) -> Contract:
         elif dtype.is_numeric():
             columns.append(Column(name, dtype, True, f"feature {name}"))
             ok = pl.col(name).is_null() | (pl.col(name) >= 0)
-            if _is_rate(name):
+            if _is_share(name):
                 ok = pl.col(name).is_null() | pl.col(name).is_between(0, 1)
             constraints[f"{name}_out_of_range"] = ok
         else:

@@ -18,12 +18,15 @@ from refinery.resources import LakeResource
 from refinery.sensors import sensor_interval
 from refinery.sensors.landing import new_arrivals, scan_landing
 
-GOLD_MODELS = ("user_daily_features", "labels", "training_examples")
+from refinery.assets.gold import gold_assets
+
+# Every dbt model of the gold group: the marts read staging views that must exist too.
+GOLD_KEYS = sorted({key for assets_def in gold_assets for key in assets_def.keys})
 
 ingest_job = define_asset_job(
     "ingest_job",
     selection=[AssetKey([layer, t]) for layer in ("bronze", "silver") for t in ("events", "users", "products")]
-    + [AssetKey(["gold", m]) for m in GOLD_MODELS],
+    + GOLD_KEYS,
     partitions_def=daily_partitions,
     description="bronze → silver → gold for one arrival date (what landing_sensor requests).",
 )
@@ -33,7 +36,7 @@ def assets_for(sources: tuple[str, ...]) -> list[AssetKey]:
     """The arrival's own bronze/silver tables, then gold (which reads whatever silver holds)."""
     keys = [AssetKey([layer, s]) for s in sources for layer in ("bronze", "silver")]
     if "events" in sources:
-        keys += [AssetKey(["gold", m]) for m in GOLD_MODELS]
+        keys += GOLD_KEYS
     return keys
 
 

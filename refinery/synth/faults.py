@@ -130,6 +130,9 @@ def faulty_line(fault: PlannedFault, clean: bytes, arrival_date: dt.date) -> byt
     elif kind == "negative_amount":
         amount = record.get("amount")
         record["event_type"] = "purchase"
+        # one fault per line: a click turned purchase needs the product a purchase must name
+        if not record.get("product_id"):
+            record["product_id"] = "p000001"
         record["amount"] = -round(abs(amount) if amount else 10.0 + 90.0 * u, 2) or -1.0
         record.setdefault("quantity", 1)
     elif kind == "future_timestamp":

@@ -24,7 +24,7 @@ def build_gold_check(model: str):
         name="contract",
         blocking=True,
         description=f"Pandera contract on every exported lake/gold/{model} partition: keys unique "
-        "and present, labels binary, counts non-negative, rates in [0, 1]",
+        "and present, labels binary, counts and ratios non-negative, shares in [0, 1]",
     )
     def _check(context: AssetCheckExecutionContext, lake: LakeResource) -> AssetCheckResult:
         files = sorted(lake.paths.gold_dir(model).glob("as_of_date=*/data.parquet"))

@@ -93,11 +93,8 @@ def _typed_events() -> dict[str, Typed]:
         "event_type": Typed(event_type, True, "invalid_type"),
         "event_time": Typed(parse_event_time(_text("event_time")), True, "invalid_event_time"),
         "product_id": Typed(_text("product_id"), False, "invalid_type"),
-        "amount": Typed(
-            pl.when(event_type == "purchase").then(_text("amount").cast(pl.Float64, strict=False)),
-            False,
-            "invalid_type",
-        ),
+        # A number on every event (else invalid_type); kept only on purchases (see clean_events).
+        "amount": Typed(_text("amount").cast(pl.Float64, strict=False), False, "invalid_type"),
         "quantity": Typed(_text("quantity").cast(pl.Int32, strict=False), False, "invalid_type"),
         "device": Typed(_text("device").str.to_lowercase(), False, "invalid_type"),
         "session_id": Typed(_text("session_id"), False, "invalid_type"),
@@ -140,7 +137,7 @@ def _type_and_reason(
             checks.append((present.not_(), "missing_required_field", pl.lit(f"{name} is missing")))
         checks.append(
             (
-                present & spec.expr.is_null() & _converts_when_relevant(name),
+                present & spec.expr.is_null(),
                 spec.failure,
                 pl.format(f"{name}={{}} is not a valid {name}", _text(name)),
             )
@@ -154,7 +151,7 @@ def _type_and_reason(
     )
     frame = bronze.with_columns(
         quarantine_reason=reason, quarantine_detail=detail
-    ).with_columns(**({name: spec.expr for name, spec in typed.items()} | extra))
+    ).with_columns(**{name: spec.expr for name, spec in typed.items()}).with_columns(**extra)
     violation = contract.first_violation()
     return frame.with_columns(
         quarantine_reason=pl.coalesce("quarantine_reason", violation),
@@ -163,13 +160,6 @@ def _type_and_reason(
             pl.when(violation.is_not_null()).then(pl.format("breaks contract rule {}", violation)),
         ),
     )
-
-
-def _converts_when_relevant(name: str) -> pl.Expr:
-    # amount is only typed (and so can only fail) on purchases; elsewhere it is dropped to null.
-    if name == "amount":
-        return _text("event_type").str.to_lowercase() == "purchase"
-    return pl.lit(True)
 
 
 def _split(frame: pl.DataFrame, contract: Contract) -> tuple[pl.DataFrame, pl.DataFrame]:
@@ -207,7 +197,8 @@ def clean_events(
         _typed_events(),
         EVENTS,
         {
-            "quantity": pl.coalesce(_text("quantity").cast(pl.Int32, strict=False), pl.lit(1, pl.Int32)),
+            "quantity": pl.col("quantity").fill_null(1),
+            "amount": pl.when(pl.col("event_type") == "purchase").then(pl.col("amount")),
             "arrival_date": pl.col("_arrival_date"),
         },
     ).collect()
