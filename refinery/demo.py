@@ -80,7 +80,11 @@ def ingest_history(start: date) -> None:
     for day in range(HISTORY_DAYS):
         partition = (start + timedelta(days=day)).isoformat()
         result = job.execute_in_process(
-            partition_key=partition, instance=instance, asset_selection=keys, raise_on_error=False
+            partition_key=partition,
+            instance=instance,
+            asset_selection=keys,
+            raise_on_error=False,
+            run_config={"loggers": {"console": {"config": {"log_level": "WARNING"}}}},
         )
         status = "ok" if result.success else "FAILED (see the run in the UI)"
         print(f"  {partition}: bronze+silver {status}", flush=True)

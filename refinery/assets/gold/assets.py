@@ -1,0 +1,208 @@
+"""The gold layer: the dbt-duckdb project as partitioned Dagster assets, then Parquet marts.
+
+The partition key is the knowledge (arrival) date. One run covers a range of them (a backfill is
+one dbt invocation: BackfillPolicy.single_run), which dbt turns into the as-of dates it rebuilds.
+"""
+
+import functools
+import os
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from datetime import date, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import yaml
+from dagster import (
+    AssetCheckResult,
+    AssetExecutionContext,
+    AssetKey,
+    BackfillPolicy,
+    MetadataValue,
+    Output,
+)
+from dagster_dbt import (
+    DagsterDbtTranslator,
+    DagsterDbtTranslatorSettings,
+    DbtCliResource,
+    DbtProject,
+    dbt_assets,
+)
+
+from refinery.assets.gold.export import export_marts, mart_file
+from refinery.partitions import daily_partitions
+from refinery.resources.lake import LakePaths, data_dir_from_env
+
+DBT_PROJECT_DIR = Path(__file__).resolve().parents[3] / "dbt_project"
+FEATURE_MART = "user_daily_features"
+LABELLED_MARTS = ("labels", "training_examples")
+MARTS = (FEATURE_MART, *LABELLED_MARTS)
+WAREHOUSE_POOL = "duckdb_warehouse"
+_PROJECT_SOURCE_SUFFIXES = {".sql", ".yml", ".yaml", ".md", ".csv"}
+_GENERATED_DIRS = {"target", "logs", "dbt_packages"}
+
+
+@functools.cache
+def dbt_project() -> DbtProject:
+    """Built on first use, so importing the code location does not touch the dbt project."""
+    return DbtProject(project_dir=DBT_PROJECT_DIR, profiles_dir=DBT_PROJECT_DIR)
+
+
+def dbt_resource() -> DbtCliResource:
+    return DbtCliResource(project_dir=dbt_project())
+
+
+@contextmanager
+def data_dir_for_dbt(data_dir: Path) -> Iterator[None]:
+    """profiles.yml and the silver sources read REFINERY_DATA_DIR; dbt runs as a subprocess that
+    inherits our environment, so set it (absolute) for the duration of the call."""
+    previous = os.environ.get("REFINERY_DATA_DIR")
+    os.environ["REFINERY_DATA_DIR"] = str(Path(data_dir).resolve())
+    try:
+        yield
+    finally:
+        if previous is None:
+            os.environ.pop("REFINERY_DATA_DIR", None)
+        else:
+            os.environ["REFINERY_DATA_DIR"] = previous
+
+
+def manifest_is_stale(project_dir: Path, manifest_path: Path) -> bool:
+    if not manifest_path.exists():
+        return True
+    built_at = manifest_path.stat().st_mtime
+    for path in project_dir.rglob("*"):
+        relative = path.relative_to(project_dir)
+        if relative.parts and relative.parts[0] in _GENERATED_DIRS:
+            continue
+        if path.suffix in _PROJECT_SOURCE_SUFFIXES and path.stat().st_mtime > built_at:
+            return True
+    return False
+
+
+def prepare_manifest(project: DbtProject | None = None) -> Path:
+    """Run `dbt parse` when target/manifest.json is missing or older than a project file.
+
+    `DbtProject.prepare_if_dev()` only does this under `dagster dev`; CLI runs, tests and CI go
+    through here so the asset graph always matches the SQL on disk.
+    """
+    project = project or dbt_project()
+    if manifest_is_stale(Path(project.project_dir), Path(project.manifest_path)):
+        with data_dir_for_dbt(data_dir_from_env()):
+            DbtCliResource(project_dir=project).cli(
+                ["parse", "--quiet"], target_path=Path(project.target_path)
+            ).wait()
+    return Path(project.manifest_path)
+
+
+@functools.cache
+def dbt_project_vars() -> Mapping[str, Any]:
+    with open(DBT_PROJECT_DIR / "dbt_project.yml") as project_file:
+        return yaml.safe_load(project_file)["vars"]
+
+
+def label_delay_days() -> int:
+    """A label for as-of D is final, and written, in the run of knowledge date D + this."""
+    project_vars = dbt_project_vars()
+    return int(project_vars["label_horizon_days"]) + int(project_vars["label_lateness_days"])
+
+
+def knowledge_date_range(window_start: datetime, window_end: datetime) -> tuple[date, date]:
+    """The inclusive knowledge dates of a partition time window (whose end is exclusive)."""
+    return window_start.date(), (window_end - timedelta(days=1)).date()
+
+
+def dbt_build_args(min_date: date, max_date: date) -> list[str]:
+    dbt_vars = yaml.safe_dump(
+        {"min_date": min_date.isoformat(), "max_date": max_date.isoformat()},
+        default_flow_style=True,
+    ).strip()
+    return ["build", "--vars", dbt_vars]
+
+
+def as_of_dates_for(model: str, min_date: date, max_date: date) -> list[date]:
+    """The as-of dates a run over knowledge dates [min_date, max_date] rewrites in `model`."""
+    delay = timedelta(days=label_delay_days() if model in LABELLED_MARTS else 0)
+    days = (max_date - min_date).days + 1
+    return [min_date - delay + timedelta(days=offset) for offset in range(days)]
+
+
+class GoldTranslator(DagsterDbtTranslator):
+    """Models become gold/<model>; the silver sources are the silver assets the lead defines."""
+
+    def get_asset_key(self, dbt_resource_props: Mapping[str, Any]) -> AssetKey:
+        if dbt_resource_props["resource_type"] == "source":
+            return AssetKey(["silver", dbt_resource_props["name"]])
+        return AssetKey(["gold", dbt_resource_props["name"]])
+
+    def get_group_name(self, dbt_resource_props: Mapping[str, Any]) -> str | None:
+        return "gold"
+
+
+gold_translator = GoldTranslator(settings=DagsterDbtTranslatorSettings(enable_asset_checks=True))
+
+
+@dbt_assets(
+    manifest=prepare_manifest(),
+    project=dbt_project(),
+    partitions_def=daily_partitions,
+    backfill_policy=BackfillPolicy.single_run(),
+    pool=WAREHOUSE_POOL,
+    dagster_dbt_translator=gold_translator,
+)
+def gold_dbt_models(context: AssetExecutionContext, dbt: DbtCliResource):
+    """`dbt build` over the run's knowledge dates, then the marts' as-of dates go to Parquet.
+
+    Mart outputs (and their dbt test results) are held back until the export has run, so their
+    materializations carry the row counts and file paths of what was published.
+    """
+    min_date, max_date = knowledge_date_range(*context.partition_time_window)
+    lake = LakePaths(data_dir_from_env())
+    mart_keys = {AssetKey(["gold", model]): model for model in MARTS}
+    selected_marts = [mart_keys[key] for key in context.selected_asset_keys if key in mart_keys]
+    held_back: list[Output | AssetCheckResult] = []
+
+    with data_dir_for_dbt(lake.root):
+        invocation = dbt.cli(dbt_build_args(min_date, max_date), context=context)
+        for event in invocation.stream():
+            if _event_asset_key(context, event) in mart_keys:
+                held_back.append(event)
+            else:
+                yield event
+
+    mart_metadata = {
+        model: export_mart_metadata(lake, model, min_date, max_date)
+        for model in sorted(selected_marts)
+    }
+    for event in held_back:
+        if isinstance(event, Output):
+            model = mart_keys[_event_asset_key(context, event)]
+            event = event.with_metadata({**event.metadata, **mart_metadata[model]})
+        yield event
+
+
+def export_mart_metadata(
+    lake: LakePaths, model: str, min_date: date, max_date: date
+) -> dict[str, Any]:
+    as_of_dates = as_of_dates_for(model, min_date, max_date)
+    gold_dir = lake.lake / "gold"
+    rows = export_marts(lake.warehouse, gold_dir, [model], as_of_dates)[model]
+    written = [mart_file(gold_dir, model, day) for day in as_of_dates]
+    return {
+        "dagster/row_count": rows,
+        "as_of_dates": f"{as_of_dates[0].isoformat()}..{as_of_dates[-1].isoformat()}",
+        "knowledge_dates": f"{min_date.isoformat()}..{max_date.isoformat()}",
+        "gold_files": MetadataValue.json([str(path) for path in written if path.exists()]),
+        "gold_dir": MetadataValue.path(str(gold_dir / model)),
+    }
+
+
+def _event_asset_key(context: AssetExecutionContext, event: Any) -> AssetKey | None:
+    if isinstance(event, Output):
+        return context.asset_key_for_output(event.output_name)
+    if isinstance(event, AssetCheckResult):
+        return event.asset_key
+    return None
+
+
+gold_assets: Sequence = [gold_dbt_models]

@@ -1,0 +1,297 @@
+"""The gold layer through real dbt-duckdb and Dagster, on a small silver lake (gold_fixtures).
+
+One module-scoped story in two Dagster runs (each one `dbt build`; dbt costs ~10 s a call here):
+  run 1: knowledge dates 01-01..01-05 while silver holds only arrivals up to 01-05;
+  run 2: the rest of silver lands (late events included); knowledge dates 01-05..01-15, so
+         01-05 is recomputed long after later data arrived and 01-04 must stay untouched.
+"""
+
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+from types import SimpleNamespace
+
+import duckdb
+import polars as pl
+import pytest
+from dagster import AssetKey, materialize
+
+from refinery.assets.gold import dbt_resource, export_marts, gold_assets, gold_dbt_models
+from refinery.assets.gold.assets import (
+    MARTS,
+    as_of_dates_for,
+    dbt_build_args,
+    knowledge_date_range,
+    label_delay_days,
+)
+from refinery.assets.gold.export import mart_file
+from refinery.resources.lake import LakePaths
+from tests.gold_fixtures import FIRST_DAY, LAST_DAY, U1_BIRTH_YEAR, U1_SIGNUP, D, write_silver
+
+DAY = timedelta(days=1)
+LAST_KNOWLEDGE_DAY = date(2025, 1, 15)
+
+
+def run_gold(root: Path, first: date, last: date):
+    tags = {
+        "dagster/asset_partition_range_start": first.isoformat(),
+        "dagster/asset_partition_range_end": last.isoformat(),
+    }
+    return materialize(gold_assets, resources={"dbt": dbt_resource()}, tags=tags)
+
+
+def read_mart(root: Path, model: str, as_of: date) -> pl.DataFrame:
+    return pl.read_parquet(mart_file(LakePaths(root).lake / "gold", model, as_of))
+
+
+def mart_bytes(root: Path, model: str, as_of: date) -> bytes:
+    return mart_file(LakePaths(root).lake / "gold", model, as_of).read_bytes()
+
+
+def warehouse_rows(root: Path, sql: str) -> list[tuple]:
+    with duckdb.connect(str(LakePaths(root).warehouse), read_only=True) as warehouse:
+        return warehouse.execute(sql).fetchall()
+
+
+def user_row(frame: pl.DataFrame, user: str) -> dict:
+    rows = frame.filter(pl.col("user_id") == user).to_dicts()
+    assert len(rows) == 1, f"expected one row for {user}, got {len(rows)}"
+    return rows[0]
+
+
+@pytest.fixture(scope="module")
+def story(tmp_path_factory):
+    root = tmp_path_factory.mktemp("gold_lake")
+    features_of = f"select * from user_daily_features where as_of_date in ('{D - DAY}', '{D}')"
+    with pytest.MonkeyPatch.context() as env:
+        env.setenv("REFINERY_DATA_DIR", str(root))
+        write_silver(root, until=D)
+        run1 = run_gold(root, FIRST_DAY, D)
+        day_before = mart_file(LakePaths(root).lake / "gold", "user_daily_features", D - DAY)
+        after_run1 = SimpleNamespace(
+            features_d_bytes=mart_bytes(root, "user_daily_features", D),
+            day_before_stat=(day_before.read_bytes(), day_before.stat().st_mtime_ns),
+            feature_rows=warehouse_rows(root, f"{features_of} order by all"),
+            label_rows=warehouse_rows(root, "select count(*) from labels")[0][0],
+        )
+        write_silver(root, since=D + DAY, until=LAST_DAY)
+        run2 = run_gold(root, D, LAST_KNOWLEDGE_DAY)
+        after_run2 = SimpleNamespace(
+            day_before_stat=(day_before.read_bytes(), day_before.stat().st_mtime_ns),
+            feature_rows=warehouse_rows(root, f"{features_of} order by all"),
+            label_dates=warehouse_rows(root, "select distinct as_of_date from labels order by 1"),
+        )
+    return SimpleNamespace(
+        root=root, run1=run1, run2=run2, after_run1=after_run1, after_run2=after_run2
+    )
+
+
+def test_features_of_one_user_and_day_match_a_hand_computation(story):
+    u1 = user_row(read_mart(story.root, "user_daily_features", D), "u1")
+    # Known on 01-05: e1-e3 (01-05), e4-e5 (01-03), e6 (12-29, arrived 01-01).
+    expected = {
+        "events_1d": 3,
+        "events_7d": 5,
+        "events_30d": 6,
+        "views_1d": 1,
+        "views_7d": 2,
+        "views_30d": 3,
+        "clicks_1d": 0,
+        "clicks_7d": 1,
+        "clicks_30d": 1,
+        "add_to_carts_1d": 1,
+        "add_to_carts_7d": 1,
+        "add_to_carts_30d": 1,
+        "purchases_1d": 1,
+        "purchases_7d": 1,
+        "purchases_30d": 1,
+        "items_purchased_30d": 2,
+        "spend_1d": 20.0,
+        "spend_7d": 20.0,
+        "spend_30d": 20.0,
+        "avg_order_value_30d": 20.0,
+        "sessions_7d": 2,
+        "sessions_30d": 3,
+        "active_days_30d": 3,
+        "distinct_products_30d": 3,
+        "distinct_categories_30d": 3,
+        "days_since_last_event": 0,
+        "days_since_last_purchase": 0,
+        "view_to_cart_rate_30d": pytest.approx(1 / 3),
+        "cart_to_purchase_rate_30d": 1.0,
+        "share_mobile_30d": pytest.approx(4 / 6),
+        "favourite_category_30d": "books",
+        "main_device_30d": "ios",
+        "tenure_days": (D - U1_SIGNUP).days,
+        "age": D.year - U1_BIRTH_YEAR,
+        "marketing_opt_in": 1,
+        "plan": "plus",
+        "country": "DE",
+    }
+    assert {name: u1[name] for name in expected} == expected
+    # u2 never purchased: recency and order value are null, spend is 0.
+    u2 = user_row(read_mart(story.root, "user_daily_features", D), "u2")
+    assert (u2["days_since_last_purchase"], u2["avg_order_value_30d"], u2["spend_30d"]) == (
+        None,
+        None,
+        0.0,
+    )
+
+
+def test_only_active_users_get_a_feature_row(story):
+    users = set(read_mart(story.root, "user_daily_features", D)["user_id"])
+    assert users == {"u1", "u2", "u3"}  # u4 is in the CRM but never acted
+
+
+def test_features_of_a_day_ignore_everything_that_arrived_later(story):
+    # Run 2 recomputed 01-05 after 01-06..01-16 landed, with events of 01-04/01-05 among them.
+    assert mart_bytes(story.root, "user_daily_features", D) == story.after_run1.features_d_bytes
+    # The late view (event_time 01-05 23:00, arrived 01-07) is in 01-07's windows, not 01-05's.
+    late_view_day = read_mart(story.root, "user_daily_features", D + 2 * DAY)
+    u1_on_arrival = user_row(late_view_day, "u1")
+    assert (u1_on_arrival["views_7d"], u1_on_arrival["views_30d"]) == (3, 4)
+    assert u1_on_arrival["views_1d"] == 0  # the 1-day window is the day the event happened
+    # The late purchase (event_time 01-04, arrived 01-06) appears on 01-06, not before.
+    u1_next_day = user_row(read_mart(story.root, "user_daily_features", D + DAY), "u1")
+    assert (u1_next_day["purchases_30d"], u1_next_day["spend_30d"]) == (2, 25.0)
+    u1_before = user_row(read_mart(story.root, "user_daily_features", D - DAY), "u1")
+    assert (u1_before["purchases_30d"], u1_before["events_1d"]) == (0, 0)
+
+
+def test_user_and_product_attributes_follow_the_snapshot_known_on_the_day(story):
+    def u(day: date, user: str) -> dict:
+        return user_row(read_mart(story.root, "user_daily_features", day), user)
+
+    assert u(D - DAY, "u1")["plan"] == "free"  # plus arrives with the 01-05 snapshot
+    assert u(D, "u1")["plan"] == "plus"
+    assert u(D + DAY, "u3")["plan"] == "free"
+    # u3 is missing from the 01-07 snapshot; no users file arrives on 01-08 at all.
+    for day in (D + 2 * DAY, D + 3 * DAY):
+        u3 = u(day, "u3")
+        assert (u3["plan"], u3["country"], u3["tenure_days"]) == (None, None, None)
+    # p3 moves from games to toys in the 01-07 catalogue: u1's books/toys/games become books/toys.
+    assert u(D + DAY, "u1")["distinct_categories_30d"] == 3
+    assert u(D + 2 * DAY, "u1")["distinct_categories_30d"] == 2
+
+
+def test_labels_count_late_purchases_and_wait_for_the_allowed_lateness(story):
+    assert story.after_run1.label_rows == 0  # nothing is 10 days old yet
+    last_label_day = LAST_KNOWLEDGE_DAY - timedelta(days=label_delay_days())
+    assert story.after_run2.label_dates == [
+        (FIRST_DAY + timedelta(days=offset),)
+        for offset in range((last_label_day - FIRST_DAY).days + 1)
+    ]
+    labels = read_mart(story.root, "labels", D)
+    # u1: purchase on 01-08 that arrived 01-10. u2: 01-12 purchase arrived 01-16 (> D+10), the
+    # 01-13 one is past the horizon. u3 never purchases.
+    assert dict(zip(labels["user_id"], labels["label"])) == {"u1": 1, "u2": 0, "u3": 0}
+    assert set(labels["label_window_end"]) == {D + 7 * DAY}
+    assert not mart_file(LakePaths(story.root).lake / "gold", "labels", D + DAY).exists()
+
+
+def test_a_new_day_leaves_history_alone_and_a_rerun_replaces_its_day(story):
+    # Run 2 covered 01-05..01-15: 01-04 was neither rewritten in DuckDB nor re-exported.
+    assert story.after_run2.day_before_stat == story.after_run1.day_before_stat
+    # 01-05 was rerun: its rows were replaced (same rows, no duplicates), history kept.
+    assert story.after_run2.feature_rows == story.after_run1.feature_rows
+    duplicated_keys = warehouse_rows(
+        story.root,
+        "select model, count(*) from ("
+        "  select 'features' as model, user_id, as_of_date from user_daily_features"
+        "  union all select 'labels', user_id, as_of_date from labels"
+        "  union all select 'examples', user_id, as_of_date from training_examples"
+        ") group by model, user_id, as_of_date having count(*) > 1",
+    )
+    assert duplicated_keys == []
+
+
+def test_training_examples_follow_the_shared_interface(story):
+    examples = read_mart(story.root, "training_examples", D)
+    assert examples.columns[:2] == ["user_id", "as_of_date"] and examples.columns[-1] == "label"
+    assert examples.schema["user_id"] == pl.String and examples.schema["as_of_date"] == pl.Date
+    assert examples.schema["label"] in (pl.Int8, pl.Int32)
+    features = examples.drop("user_id", "as_of_date", "label")
+    assert features.width >= 20
+    allowed = {pl.Float64, pl.Int64, pl.String}
+    assert {name: dtype for name, dtype in features.schema.items() if dtype not in allowed} == {}
+    assert examples["user_id"].to_list() == sorted(examples["user_id"].to_list())
+    features_of_d = read_mart(story.root, "user_daily_features", D)
+    assert examples.drop("label").equals(features_of_d)
+
+
+def test_dagster_runs_dbt_and_reports_tests_as_asset_checks(story):
+    run = story.run1
+    assert run.success
+    materialized = {event.asset_key for event in run.get_asset_materialization_events()}
+    assert {AssetKey(["gold", model]) for model in MARTS} <= materialized
+    checks = run.get_asset_check_evaluations()
+    assert len(checks) == len(list(gold_dbt_models.check_specs)) > 10
+    assert all(check.passed for check in checks)
+    features = next(
+        event.materialization
+        for event in run.get_asset_materialization_events()
+        if event.asset_key == AssetKey(["gold", "user_daily_features"])
+    )
+    assert features.metadata["as_of_dates"].value == f"{FIRST_DAY}..{D}"
+    assert features.metadata["dagster/row_count"].value == sum(
+        read_mart(story.root, "user_daily_features", FIRST_DAY + offset * DAY).height
+        for offset in range(5)
+    )
+    assert len(features.metadata["gold_files"].value) == 5
+    labels = next(
+        event.materialization
+        for event in story.run2.get_asset_materialization_events()
+        if event.asset_key == AssetKey(["gold", "labels"])
+    )
+    delay = timedelta(days=label_delay_days())
+    assert labels.metadata["as_of_dates"].value == f"{D - delay}..{LAST_KNOWLEDGE_DAY - delay}"
+
+
+def test_gold_asset_keys_groups_and_silver_dependencies():
+    keys = {key.to_user_string() for key in gold_dbt_models.keys}
+    assert {f"gold/{model}" for model in MARTS} <= keys
+    assert all(key.startswith("gold/") for key in keys)
+    assert set(gold_dbt_models.group_names_by_key.values()) == {"gold"}
+    external = gold_dbt_models.dependency_keys - set(gold_dbt_models.keys)
+    assert external == {AssetKey(["silver", name]) for name in ("events", "users", "products")}
+    assert gold_dbt_models.backfill_policy is not None
+
+
+def test_partition_window_becomes_inclusive_knowledge_dates_and_dbt_vars():
+    start = datetime(2025, 1, 3, tzinfo=UTC)
+    assert knowledge_date_range(start, start + 3 * DAY) == (date(2025, 1, 3), date(2025, 1, 5))
+    args = dbt_build_args(date(2025, 1, 3), date(2025, 1, 5))
+    assert args[:2] == ["build", "--vars"] and "min_date: '2025-01-03'" in args[2]
+    assert as_of_dates_for("user_daily_features", date(2025, 1, 12), date(2025, 1, 13)) == [
+        date(2025, 1, 12),
+        date(2025, 1, 13),
+    ]
+    assert as_of_dates_for("labels", date(2025, 1, 12), date(2025, 1, 12)) == [date(2025, 1, 2)]
+
+
+def test_export_is_atomic_reproducible_and_drops_days_without_rows(tmp_path):
+    warehouse = tmp_path / "warehouse.duckdb"
+    with duckdb.connect(str(warehouse)) as con:
+        con.execute(
+            "create table user_daily_features as select * from (values "
+            "('b', date '2025-01-02', 1.5), ('a', date '2025-01-02', 2.5), "
+            "('c', date '2025-01-03', 0.0)) as t(user_id, as_of_date, spend_30d)"
+        )
+    gold = tmp_path / "gold"
+    stale = mart_file(gold, "user_daily_features", date(2025, 1, 4))
+    stale.parent.mkdir(parents=True)
+    stale.write_bytes(b"stale")
+    days = [date(2025, 1, 2), date(2025, 1, 3), date(2025, 1, 4)]
+    assert export_marts(warehouse, gold, ["user_daily_features"], days) == {
+        "user_daily_features": 3
+    }
+    first = mart_file(gold, "user_daily_features", days[0])
+    assert pl.read_parquet(first)["user_id"].to_list() == ["a", "b"]
+    first_bytes = first.read_bytes()
+    export_marts(warehouse, gold, ["user_daily_features"], days)
+    assert first.read_bytes() == first_bytes
+    assert not stale.exists()
+    assert [p.name for p in first.parent.iterdir()] == ["data.parquet"]  # no temp files left
+    with pytest.raises(LookupError, match="labels"):
+        export_marts(warehouse, gold, ["labels"], days)
+    with pytest.raises(FileNotFoundError, match="dbt build"):
+        export_marts(tmp_path / "missing.duckdb", gold, ["labels"], days)
