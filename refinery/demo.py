@@ -1,7 +1,9 @@
 """`make demo`: a month and a half of shop data through the whole platform, then the summary.
 
-1. refinery-synth lands 40 days of history (faults included) and, later, 8 live days in which
-   the shop drifts (device mix, prices, purchase propensity).
+1. refinery-synth lands 68 days of history (faults included) and, later, 8 live days; from the
+   fourth live day on the shop drifts (device mix, prices, purchase propensity). 68 days is what
+   the first training set needs: 30 days before features have a full window, 10 days of label
+   horizon and lateness, and a 28-day training window.
 2. History: bronze and silver per arrival date through Dagster, then gold for the whole range in
    one `dagster asset materialize --partition-range` run of the real CLI.
 3. The live loop runs by itself under `dagster-daemon`: drift_sensor bootstraps training-set
@@ -19,18 +21,24 @@ import signal
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
 from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
 
 import polars as pl
 
-HISTORY_DAYS = 40
-LIVE_DAYS = 8
-DRIFT_FROM_DAY = 42  # day index of the first drifted arrival date
-USERS = 2_000
-EVENTS_PER_DAY = 20_000
-SEED = 7
 DAEMON_TIMEOUT_S = 1_500
+
+
+@dataclass(frozen=True)
+class Plan:
+    history_days: int = 68
+    live_days: int = 8
+    drift_from_day: int = 71  # day index of the first drifted arrival date
+    users: int = 2_000
+    events_per_day: int = 20_000
+    seed: int = 7
+    drift: str = "both"
 
 
 def say(text: str) -> None:
@@ -51,25 +59,25 @@ def fresh_data_root(data_dir: Path, dagster_home: Path) -> None:
             shutil.rmtree(child) if child.is_dir() else child.unlink()
 
 
-def synth(start: date, first_day: int, days: int) -> None:
+def synth(plan: Plan, start: date, first_day: int, days: int) -> None:
     run(
         [
             "refinery-synth",
             "--start", start.isoformat(),
             "--first-day", str(first_day),
             "--days", str(days),
-            "--users", str(USERS),
-            "--events-per-day", str(EVENTS_PER_DAY),
-            "--seed", str(SEED),
+            "--users", str(plan.users),
+            "--events-per-day", str(plan.events_per_day),
+            "--seed", str(plan.seed),
             "--fault-rate", "0.003",
-            "--drift", "both",
-            "--drift-start", (start + timedelta(days=DRIFT_FROM_DAY)).isoformat(),
+            "--drift", plan.drift,
+            "--drift-start", (start + timedelta(days=plan.drift_from_day)).isoformat(),
             "--quiet",
         ]
     )
 
 
-def ingest_history(start: date) -> None:
+def ingest_history(plan: Plan, start: date) -> None:
     from dagster import AssetKey, DagsterInstance
 
     from refinery.definitions import defs
@@ -77,7 +85,7 @@ def ingest_history(start: date) -> None:
     job = defs.resolve_job_def("ingest_job")
     keys = [AssetKey([layer, t]) for layer in ("bronze", "silver") for t in ("events", "users", "products")]
     instance = DagsterInstance.get()
-    for day in range(HISTORY_DAYS):
+    for day in range(plan.history_days):
         partition = (start + timedelta(days=day)).isoformat()
         result = job.execute_in_process(
             partition_key=partition,
@@ -120,23 +128,27 @@ def latest_materialization(instance, key, partition: str | None = None):
     return records[0] if records else None
 
 
-def live_loop(start: date, registry: Path) -> list[dict]:
-    from dagster import AssetKey, DagsterInstance
-
+def published_versions(registry: Path) -> list:
     from refinery.datasets import list_versions
+
+    return list_versions(registry=registry) if (registry / ".git").exists() else []
+
+
+def live_loop(plan: Plan, start: date, registry: Path) -> list[dict]:
+    from dagster import AssetKey, DagsterInstance
 
     instance = DagsterInstance.get()
     report_key = AssetKey(["ml", "feature_drift_report"])
     features_key = AssetKey(["gold", "user_daily_features"])
     rows = []
     say("bootstrap: drift_sensor publishes training-set version 1 (no version yet, enough labels)")
-    wait_for("training-set version 1", lambda: list_versions(registry=registry))
+    wait_for("training-set version 1", lambda: published_versions(registry))
     wait_for("the first drift report", lambda: latest_materialization(instance, report_key))
-    for day in range(HISTORY_DAYS, HISTORY_DAYS + LIVE_DAYS):
+    for day in range(plan.history_days, plan.history_days + plan.live_days):
         arrival = (start + timedelta(days=day)).isoformat()
-        say(f"day {day + 1}: {arrival} lands" + (" (drifted)" if day >= DRIFT_FROM_DAY else ""))
+        say(f"day {day + 1}: {arrival} lands" + (" (drifted)" if day >= plan.drift_from_day else ""))
         before = latest_materialization(instance, report_key).storage_id
-        synth(start, day, 1)
+        synth(plan, start, day, 1)
         wait_for(f"gold for {arrival}", lambda: latest_materialization(instance, features_key, arrival))
         report = wait_for(
             f"the drift report after {arrival}",
@@ -148,7 +160,7 @@ def live_loop(start: date, registry: Path) -> list[dict]:
                 "the drift-triggered training-set run",
                 lambda: _run_for_report_done(instance, report.storage_id),
             )
-        versions = list_versions(registry=registry)
+        versions = published_versions(registry)
         row = {
             "arrival_date": arrival,
             "verdict": meta.get("verdict"),
@@ -212,29 +224,29 @@ def summary(lake_root: Path, drift_rows: list[dict], registry: Path) -> None:
     subprocess.run(["gto", "show", "-r", str(registry)], check=False)
 
 
-def main() -> int:
+def main(plan: Plan = Plan()) -> int:
     from refinery.resources.lake import LakePaths, data_dir_from_env
 
     data_dir = data_dir_from_env()
     dagster_home = Path(os.environ["DAGSTER_HOME"]).resolve()
     paths = LakePaths(data_dir)
     today = datetime.now(timezone.utc).date()
-    start = today - timedelta(days=HISTORY_DAYS + LIVE_DAYS)
+    start = today - timedelta(days=plan.history_days + plan.live_days)
     began = time.time()
 
     say(f"fresh data root {data_dir}, Dagster instance {dagster_home}")
     fresh_data_root(data_dir, dagster_home)
-    say(f"refinery-synth: {HISTORY_DAYS} days of history from {start}")
-    synth(start, 0, HISTORY_DAYS)
+    say(f"refinery-synth: {plan.history_days} days of history from {start}")
+    synth(plan, start, 0, plan.history_days)
     say("bronze → silver for each arrival date (Dagster, in-process)")
-    ingest_history(start)
+    ingest_history(plan, start)
     say("gold for the whole history in one run of the real CLI")
-    gold_range(start, start + timedelta(days=HISTORY_DAYS - 1))
+    gold_range(start, start + timedelta(days=plan.history_days - 1))
 
     say("the live loop: dagster-daemon runs the sensors; nobody materializes by hand from here")
     daemon = start_daemon(dagster_home / "demo-daemon.log")
     try:
-        drift_rows = live_loop(start, paths.registry)
+        drift_rows = live_loop(plan, start, paths.registry)
     finally:
         stop(daemon)
     summary(paths.root, drift_rows, paths.registry)

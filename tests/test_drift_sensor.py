@@ -93,16 +93,21 @@ def tick(instance, cursor=None):
 
 def test_bootstrap_waits_for_enough_labelled_days_then_requests_version_1(tmp_path, monkeypatch):
     monkeypatch.setenv("REFINERY_DATA_DIR", str(tmp_path))
-    monkeypatch.setenv("REFINERY_BOOTSTRAP_MIN_LABELLED_DAYS", "5")
+    monkeypatch.setenv("REFINERY_TRAINING_WINDOW_DAYS", "5")
     instance = DagsterInstance.ephemeral()
     write_gold(tmp_path, "training_examples", DAYS[:3])
+    # history began 29 days before DAYS[1]: DAYS[0] lacks a full 30-day feature window
+    first_arrival = LakePaths(tmp_path).partition_file("silver", "events", "2025-02-01")
+    write_parquet_atomic(pl.DataFrame({"event_id": ["e"]}), first_arrival)
+    write_gold(tmp_path, "training_examples", DAYS[:4])
     waiting = tick(instance)
     assert not waiting.run_requests
     assert (
-        "only 3 labelled as-of dates" in waiting.skip_message and "needs 5" in waiting.skip_message
+        "only 3 labelled as-of dates with a full 30-day feature window" in waiting.skip_message
+        and "needs 5" in waiting.skip_message
     )
 
-    write_gold(tmp_path, "training_examples", DAYS)
+    write_gold(tmp_path, "training_examples", DAYS[:6])
     ready = tick(instance)
     [request] = ready.run_requests
     assert request.run_key == "bootstrap-v1"

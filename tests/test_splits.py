@@ -246,3 +246,12 @@ def test_broken_partitions_name_the_file(tmp_path: Path) -> None:
 def test_upstream_partition_is_the_knowledge_date_of_the_label() -> None:
     assert upstream_partition_for(date(2025, 3, 1)) == "2025-03-11"
     assert upstream_partition_for(date(2025, 3, 1), lateness_days=0) == "2025-03-08"
+
+
+def test_dates_without_a_full_feature_window_are_not_used():
+    from refinery.assets.ml.splits import with_full_feature_window
+
+    dates = [date(2026, 1, 1) + timedelta(days=i) for i in range(40)]
+    usable = with_full_feature_window(dates, date(2026, 1, 1), 30)
+    assert usable[0] == date(2026, 1, 30) and usable[-1] == dates[-1]
+    assert with_full_feature_window(dates, None, 30) == []

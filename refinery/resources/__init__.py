@@ -12,13 +12,17 @@ from refinery.resources.lake import LakePaths, data_dir_from_env
 
 
 class LakeResource(ConfigurableResource):
-    """The data root (DESIGN.md "Data root"); defaults to $REFINERY_DATA_DIR or ./data."""
+    """The data root (DESIGN.md "Data root").
 
-    data_dir: str = Field(default_factory=lambda: str(data_dir_from_env()))
+    Unset, it is $REFINERY_DATA_DIR (or ./data) read when used, not when the code location is
+    imported, so a process that sets the variable later still writes where it says.
+    """
+
+    data_dir: str | None = Field(default=None, description="data root; default $REFINERY_DATA_DIR")
 
     @property
     def paths(self) -> LakePaths:
-        return LakePaths(Path(self.data_dir).resolve())
+        return LakePaths(Path(self.data_dir).resolve() if self.data_dir else data_dir_from_env())
 
 
 def _env_float(name: str, default: float) -> float:

@@ -12,7 +12,7 @@ enough labelled as-of dates exist in gold `training_examples` for the training w
 
 from __future__ import annotations
 
-import os
+from datetime import date
 
 from dagster import (
     AssetKey,
@@ -41,13 +41,10 @@ training_set_job = define_asset_job(
 
 
 def required_labelled_days() -> int:
-    """Labelled as-of dates the training set's default window needs (env override for demos)."""
-    override = os.environ.get("REFINERY_BOOTSTRAP_MIN_LABELLED_DAYS")
-    if override:
-        return int(override)
-    from refinery.assets.ml.splits import SplitSpec
+    """Labelled as-of dates the training set's window needs (REFINERY_TRAINING_WINDOW_DAYS)."""
+    from refinery.assets.ml.training_dataset import TrainingDatasetConfig
 
-    return SplitSpec().window_days
+    return TrainingDatasetConfig().window_days
 
 
 def _latest_version(lake: LakePaths) -> str | None:
@@ -62,12 +59,18 @@ def _metadata_value(metadata: dict, key: str):
 
 
 def bootstrap_request(lake: LakePaths) -> RunRequest | SkipReason:
-    labelled = len(as_of_dates(lake, EXAMPLES_MODEL))
+    from refinery.assets.ml.splits import with_full_feature_window
+    from refinery.assets.ml.training_dataset import TrainingDatasetConfig, first_arrival
+
+    dates = [date.fromisoformat(d) for d in as_of_dates(lake, EXAMPLES_MODEL)]
+    warmup = TrainingDatasetConfig().feature_warmup_days
+    labelled = len(with_full_feature_window(dates, first_arrival(lake), warmup))
     needed = required_labelled_days()
     if labelled < needed:
         return SkipReason(
-            f"no training set published yet and only {labelled} labelled as-of dates in "
-            f"{lake.gold_dir(EXAMPLES_MODEL)}; bootstrapping version 1 needs {needed}"
+            f"no training set published yet and only {labelled} labelled as-of dates with a "
+            f"full {warmup}-day feature window in {lake.gold_dir(EXAMPLES_MODEL)}; "
+            f"bootstrapping version 1 needs {needed}"
         )
     return RunRequest(
         run_key=BOOTSTRAP_RUN_KEY,

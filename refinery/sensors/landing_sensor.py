@@ -13,12 +13,11 @@ from dagster import (
     sensor,
 )
 
+from refinery.assets.gold import gold_assets
 from refinery.partitions import PARTITIONS_START, daily_partitions
 from refinery.resources import LakeResource
 from refinery.sensors import sensor_interval
 from refinery.sensors.landing import new_arrivals, scan_landing
-
-from refinery.assets.gold import gold_assets
 
 # Every dbt model of the gold group: the marts read staging views that must exist too.
 GOLD_KEYS = sorted({key for assets_def in gold_assets for key in assets_def.keys})

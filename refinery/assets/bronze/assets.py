@@ -24,9 +24,9 @@ from refinery.assets.bronze.ingest import (
     stamp,
 )
 from refinery.assets.metadata import contract_check
-from refinery.quality import consistency, freshness
 from refinery.contracts.bronze import BRONZE_CONTRACTS
 from refinery.partitions import daily_partitions
+from refinery.quality import consistency, freshness
 from refinery.resources import LakeResource, QualityPolicy
 from refinery.resources.lake import replace_dir_atomic, write_parquet_atomic
 

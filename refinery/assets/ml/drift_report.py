@@ -41,6 +41,9 @@ from refinery.assets.ml.profile import LABEL_COLUMN, profile_against
 from refinery.resources.lake import (
     LakePaths,
     data_dir_from_env,
+    env_float,
+    env_int,
+    env_list,
     replace_dir_atomic,
     write_parquet_atomic,
 )
@@ -55,14 +58,23 @@ PARTITION_FILE = "data.parquet"
 class DriftReportConfig(Config):
     """Window and thresholds; defaults and their sources are in `refinery.assets.ml.drift`."""
 
-    window: int = 7
+    window: int = Field(
+        default_factory=lambda: env_int("REFINERY_DRIFT_WINDOW_DAYS", 7),
+        description="latest as-of dates compared with the reference",
+    )
     as_of_dates: list[str] = Field(default_factory=list)
     psi: float = 0.25
     jensen_shannon: float = 0.1
     wasserstein: float = 0.1
     missing_rate_change: float = 0.05
-    drift_share: float = 0.5
-    key_features: list[str] = Field(default_factory=list)
+    drift_share: float = Field(
+        default_factory=lambda: env_float("REFINERY_DRIFT_SHARE", 0.5),
+        description="share of drifted features that makes the dataset verdict drift",
+    )
+    key_features: list[str] = Field(
+        default_factory=lambda: env_list("REFINERY_DRIFT_KEY_FEATURES"),
+        description="features any of which drifting makes the verdict drift",
+    )
     numeric_tests: list[str] = Field(default_factory=lambda: ["psi", "wasserstein"])
     categorical_tests: list[str] = Field(default_factory=lambda: ["psi", "jensen_shannon"])
     label_drift_counts: bool = True

@@ -165,6 +165,21 @@ def labelled_as_of_dates(partitions: Mapping[date, Path]) -> list[date]:
     return labelled
 
 
+def with_full_feature_window(
+    as_of_dates: Sequence[date], first_arrival: date | None, warmup_days: int
+) -> list[date]:
+    """The as-of dates at least `warmup_days` after the first day of data.
+
+    Before that, windowed features (30-day counts, spend, recency) cover less than their window
+    and are biased low: a model trained on them, or a drift reference profiled on them, would
+    learn the lake's start-up rather than the shop.
+    """
+    if first_arrival is None:
+        return []
+    first_complete = first_arrival + timedelta(days=warmup_days - 1)
+    return [d for d in as_of_dates if d >= first_complete]
+
+
 def read_training_examples(
     partitions: Mapping[date, Path], as_of_dates: Sequence[date]
 ) -> pl.DataFrame:

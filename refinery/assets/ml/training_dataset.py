@@ -6,6 +6,7 @@ registry. Unchanged content (same splits and profile) publishes no new version.
 """
 
 import json
+from datetime import date
 from typing import Any
 
 from dagster import (
@@ -33,16 +34,21 @@ from refinery.assets.ml.splits import (
     read_training_examples,
     split_examples,
     upstream_partition_for,
+    with_full_feature_window,
     write_training_set,
 )
 from refinery.resources import LakeResource
+from refinery.resources.lake import LakePaths, env_int
 from refinery.resources.registry import DvcRegistry
 
 TRAINING_EXAMPLES = AssetKey(["gold", "training_examples"])
 
 
 class TrainingDatasetConfig(Config):
-    window_days: int = Field(default=28, description="Latest labelled as-of dates to use.")
+    window_days: int = Field(
+        default_factory=lambda: env_int("REFINERY_TRAINING_WINDOW_DAYS", 28),
+        description="Latest labelled as-of dates to use.",
+    )
     validation_days: int = Field(default=3, description="Newest-but-test as-of dates.")
     test_days: int = Field(default=3, description="Newest as-of dates of the window.")
     gap_days: int = Field(
@@ -50,11 +56,22 @@ class TrainingDatasetConfig(Config):
         description=f"Calendar days between splits; at least the label horizon "
         f"({LABEL_HORIZON_DAYS}).",
     )
+    feature_warmup_days: int = Field(
+        default=30,
+        description="Skip as-of dates closer than this to the first day of data: their windowed "
+        "features (30-day windows) are not yet complete.",
+    )
     label_lateness_days: int = Field(
         default=DEFAULT_LABEL_LATENESS_DAYS,
         description="Allowed lateness of the labels: gold partition P writes as-of date "
         "P - horizon - lateness (used to find the upstream materializations).",
     )
+
+
+def first_arrival(paths: LakePaths) -> date | None:
+    """The first arrival date in silver/events: where the lake's history starts."""
+    partitions = paths.existing_partitions("silver", "events")
+    return date.fromisoformat(partitions[0]) if partitions else None
 
 
 def latest_upstream_materializations(
@@ -103,7 +120,10 @@ def training_dataset(
         gap_days=config.gap_days,
     )
     partitions = list_as_of_partitions(paths.gold_dir("training_examples"))
-    split_dates = assign_split_dates(labelled_as_of_dates(partitions), spec)
+    usable = with_full_feature_window(
+        labelled_as_of_dates(partitions), first_arrival(paths), config.feature_warmup_days
+    )
+    split_dates = assign_split_dates(usable, spec)
     examples = read_training_examples(partitions, split_dates.used)
     splits = split_examples(examples, split_dates)
     features = [column["name"] for column in feature_columns(examples)]
