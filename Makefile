@@ -12,7 +12,8 @@ setup:
 	@$(UV) --version >/dev/null 2>&1 || python3 -m pip install --quiet --disable-pip-version-check uv
 	$(UV) sync --frozen --quiet
 	@mkdir -p "$(DAGSTER_HOME)" && cp -n dagster_home/dagster.yaml "$(DAGSTER_HOME)/dagster.yaml" 2>/dev/null || true
-	$(UV) run python -m refinery.assets.gold.manifest
+	@# loading the code location parses the dbt manifest when it is missing or stale
+	$(UV) run python -c "import refinery.definitions"
 
 demo: setup
 	$(UV) run python -m refinery.demo

@@ -39,6 +39,7 @@ class Plan:
     events_per_day: int = 20_000
     seed: int = 7
     drift: str = "both"
+    synth_args: tuple[str, ...] = ()  # e.g. stronger drift knobs
 
 
 def say(text: str) -> None:
@@ -73,6 +74,7 @@ def synth(plan: Plan, start: date, first_day: int, days: int) -> None:
             "--drift", plan.drift,
             "--drift-start", (start + timedelta(days=plan.drift_from_day)).isoformat(),
             "--quiet",
+            *plan.synth_args,
         ]
     )
 

@@ -57,7 +57,7 @@ class TrainingDatasetConfig(Config):
         f"({LABEL_HORIZON_DAYS}).",
     )
     feature_warmup_days: int = Field(
-        default=30,
+        default_factory=lambda: env_int("REFINERY_FEATURE_WARMUP_DAYS", 30),
         description="Skip as-of dates closer than this to the first day of data: their windowed "
         "features (30-day windows) are not yet complete.",
     )

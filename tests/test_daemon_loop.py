@@ -1,0 +1,106 @@
+"""The retraining loop under the real `dagster-daemon`, with nobody materializing in between.
+
+History is ingested first (as an operator's backfill would); from then on only the daemon acts:
+drift_sensor bootstraps version 1, landing_sensor ingests each new day, automation refreshes the
+drift report, and a drift verdict makes drift_sensor publish a new training-set version.
+"""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+
+# Small and quick: a 21-day window (the minimum for 3+3 days of validation/test and two 7-day
+# gaps) after the 30-day feature warm-up and 10 days of label delay = 60 days of history; a
+# 1-day drift window, and a drift nobody could miss.
+ENV = {
+    "REFINERY_TRAINING_WINDOW_DAYS": "21",
+    "REFINERY_DRIFT_WINDOW_DAYS": "1",
+    "REFINERY_SENSOR_INTERVAL_SECONDS": "2",
+    "REFINERY_LANDING_SETTLE_SECONDS": "1",
+}
+
+SCRIPT = textwrap.dedent(
+    """
+    import json, sys
+    from datetime import date, timedelta
+    from pathlib import Path
+    from dagster import AssetKey, DagsterInstance, DagsterRunStatus, RunsFilter
+    from refinery import demo
+    from refinery.resources.lake import LakePaths, data_dir_from_env
+
+    plan = demo.Plan(
+        history_days=60, live_days=2, drift_from_day=61, users=500, events_per_day=3000, seed=3,
+        drift="both",
+        synth_args=("--drift-price-level", "2.5", "--drift-device-mix", "0.9",
+                    "--drift-propensity", "0.2"),
+    )
+    paths = LakePaths(data_dir_from_env())
+    start = date(2026, 6, 1)
+    demo.synth(plan, start, 0, plan.history_days)
+    demo.ingest_history(plan, start)
+    demo.gold_range(start, start + timedelta(days=plan.history_days - 1))
+    daemon = demo.start_daemon(Path(sys.argv[1]))
+    try:
+        rows = demo.live_loop(plan, start, paths.registry)
+    finally:
+        demo.stop(daemon)
+    instance = DagsterInstance.get()
+    runs = [
+        {"job": r.job_name, "status": r.status.value, "tags": dict(r.tags)}
+        for r in instance.get_runs(RunsFilter())
+    ]
+    versions = [v.tag for v in demo.published_versions(paths.registry)]
+    print("RESULT " + json.dumps({"rows": rows, "runs": runs, "versions": versions}))
+    """
+)
+
+
+def test_landing_to_new_training_set_version_without_a_person(tmp_path):
+    home = tmp_path / "dagster_home"
+    home.mkdir()
+    shutil.copy(REPO / "dagster_home" / "dagster.yaml", home / "dagster.yaml")
+    env = {
+        **os.environ,
+        **ENV,
+        "REFINERY_DATA_DIR": str(tmp_path / "data"),
+        "DAGSTER_HOME": str(home),
+    }
+    log = tmp_path / "daemon.log"
+    proc = subprocess.run(
+        [sys.executable, "-c", SCRIPT, str(log)],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    daemon_log = log.read_text()[-4000:] if log.exists() else "(no daemon log)"
+    assert proc.returncode == 0, proc.stderr[-4000:] + "\n--- daemon ---\n" + daemon_log
+    result = json.loads(proc.stdout.split("RESULT ", 1)[1])
+    rows, runs, versions = result["rows"], result["runs"], result["versions"]
+    calm, drifted = rows
+
+    # version 1 was bootstrapped by the sensor, and a calm day made no new version
+    assert calm["verdict"] == "no_drift", calm
+    assert calm["versions_now"] == 1
+    # the drifted day: a drift verdict, and a new version published from it
+    assert drifted["verdict"] == "drift", drifted
+    assert drifted["versions_now"] == 2
+    assert versions == ["training_set@v1.0.0", "training_set@v2.0.0"]
+
+    # every run after the history came from a sensor, with a reason
+    by_trigger = {}
+    for run in runs:
+        trigger = run["tags"].get("refinery/trigger")
+        by_trigger.setdefault(trigger, []).append(run)
+    assert [r["status"] for r in by_trigger["bootstrap"]] == ["SUCCESS"]
+    assert len(by_trigger["landing"]) == 2 and all(r["status"] == "SUCCESS" for r in by_trigger["landing"])
+    (drift_run,) = by_trigger["drift"]
+    assert drift_run["status"] == "SUCCESS" and float(drift_run["tags"]["refinery/drift_share"]) > 0
+    assert drift_run["tags"]["dagster/run_key"].startswith("drift-report-")
