@@ -17,6 +17,7 @@ from refinery.assets.ml.splits import file_md5
 from refinery.assets.ml.training_dataset import training_dataset
 from refinery.datasets import latest_version, list_versions, main, read_metadata
 from refinery.resources import LakeResource
+from refinery.resources.lake import LakePaths, write_parquet_atomic
 from refinery.resources.registry import DvcRegistry
 
 START = date(2025, 5, 1)
@@ -54,6 +55,9 @@ def published(tmp_path_factory: pytest.TempPathFactory):
     patch.setenv("REFINERY_DATA_DIR", str(root))
     for offset in range(28):
         write_gold_day(root, START + timedelta(days=offset), seed=offset)
+    # the lake's history began 30 days before START: every as-of date has full feature windows
+    history_start = LakePaths(root).partition_file("silver", "events", str(START - timedelta(days=29)))
+    write_parquet_atomic(pl.DataFrame({"event_id": ["e0"]}), history_start)
     instance = DagsterInstance.ephemeral()
     # gold materialized partition 2025-05-11 (knowledge date) = as-of date 2025-05-01
     instance.report_runless_asset_event(

@@ -23,6 +23,7 @@ from pydantic import Field
 
 from refinery.assets.ml.profile import build_profile
 from refinery.assets.ml.splits import (
+    TrainingSetError,
     DEFAULT_LABEL_LATENESS_DAYS,
     LABEL_HORIZON_DAYS,
     SPLIT_NAMES,
@@ -120,9 +121,17 @@ def training_dataset(
         gap_days=config.gap_days,
     )
     partitions = list_as_of_partitions(paths.gold_dir("training_examples"))
-    usable = with_full_feature_window(
-        labelled_as_of_dates(partitions), first_arrival(paths), config.feature_warmup_days
-    )
+    labelled = labelled_as_of_dates(partitions)
+    first = first_arrival(paths)
+    usable = with_full_feature_window(labelled, first, config.feature_warmup_days)
+    if len(usable) < spec.window_days:
+        raise TrainingSetError(
+            f"Need {spec.window_days} labelled as-of dates with a full feature window, found "
+            f"{len(usable)}: {len(labelled)} labelled in {paths.gold_dir('training_examples')}, "
+            f"minus those within feature_warmup_days={config.feature_warmup_days} of the first "
+            f"arrival ({first or 'no silver/events yet'}). Ingest more days, or lower window_days "
+            "(REFINERY_TRAINING_WINDOW_DAYS)."
+        )
     split_dates = assign_split_dates(usable, spec)
     examples = read_training_examples(partitions, split_dates.used)
     splits = split_examples(examples, split_dates)
