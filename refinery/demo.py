@@ -33,13 +33,23 @@ DAEMON_TIMEOUT_S = 1_500
 @dataclass(frozen=True)
 class Plan:
     history_days: int = 68
-    live_days: int = 8
+    live_days: int = 6
     drift_from_day: int = 71  # day index of the first drifted arrival date
     users: int = 2_000
     events_per_day: int = 20_000
     seed: int = 7
     drift: str = "both"
-    synth_args: tuple[str, ...] = ()  # e.g. stronger drift knobs
+    # The presets are mild on purpose; the demo's shop drifts visibly: prices +60%, 60% of web
+    # traffic to mobile, purchase propensity halved.
+    synth_args: tuple[str, ...] = (
+        "--drift-price-level", "1.6", "--drift-device-mix", "0.6", "--drift-propensity", "0.5",
+    )
+    # What a data scientist would set for this model: the features it leans on, and a 3-day
+    # recent window (the product defaults are a 7-day window and a 50% drifted-feature share).
+    drift_env: tuple[tuple[str, str], ...] = (
+        ("REFINERY_DRIFT_WINDOW_DAYS", "3"),
+        ("REFINERY_DRIFT_KEY_FEATURES", "spend_7d,avg_order_value_30d,share_mobile_30d,purchases_7d"),
+    )
 
 
 def say(text: str) -> None:
@@ -184,12 +194,15 @@ def _run_for_report_done(instance, storage_id: int) -> bool:
     return bool(runs) and all(r.status in finished for r in runs)
 
 
-def start_daemon(log: Path) -> subprocess.Popen:
+def start_daemon(log: Path, plan: Plan) -> subprocess.Popen:
     env = {
-        **os.environ,
         "REFINERY_SENSOR_INTERVAL_SECONDS": "5",
         "REFINERY_LANDING_SETTLE_SECONDS": "2",
+        **dict(plan.drift_env),
+        **os.environ,  # what the caller set wins
     }
+    for name, value in plan.drift_env:
+        print(f"  {name}={env[name]}")
     print(f"$ dagster-daemon run -w workspace.yaml   (log: {log})", flush=True)
     return subprocess.Popen(
         ["dagster-daemon", "run", "-w", "workspace.yaml"],
@@ -246,7 +259,7 @@ def main(plan: Plan = Plan()) -> int:
     gold_range(start, start + timedelta(days=plan.history_days - 1))
 
     say("the live loop: dagster-daemon runs the sensors; nobody materializes by hand from here")
-    daemon = start_daemon(dagster_home / "demo-daemon.log")
+    daemon = start_daemon(dagster_home / "demo-daemon.log", plan)
     try:
         drift_rows = live_loop(plan, start, paths.registry)
     finally:

@@ -68,16 +68,18 @@ def check_results() -> pl.DataFrame:
         if not history:
             continue
         record = history[0]
-        evaluation = record.event.dagster_event.event_specific_data.evaluation if record.event and record.event.dagster_event else None
+        event = record.event.dagster_event if record.event else None
+        evaluation = event.event_specific_data if event else None
         rows.append(
             {
                 "asset": key.asset_key.to_user_string(),
                 "check": key.name,
                 "status": record.status.value,
                 "passed": getattr(evaluation, "passed", None),
+                "severity": getattr(getattr(evaluation, "severity", None), "value", None),
             }
         )
     frame = pl.DataFrame(rows)
-    return frame.group_by("status", "passed").agg(
+    return frame.group_by("status", "passed", "severity").agg(
         checks=pl.len(), examples=pl.concat_str("asset", pl.lit(":"), "check").head(3)
     ) if frame.height else frame

@@ -17,10 +17,9 @@ REPO = Path(__file__).resolve().parents[1]
 
 # Small and quick: a 21-day window (the minimum for 3+3 days of validation/test and two 7-day
 # gaps) after the 30-day feature warm-up and 10 days of label delay = 60 days of history; a
-# 1-day drift window, and a drift nobody could miss.
+# 1-day drift window on two key features, and a drift nobody could miss.
 ENV = {
     "REFINERY_TRAINING_WINDOW_DAYS": "21",
-    "REFINERY_DRIFT_WINDOW_DAYS": "1",
     "REFINERY_SENSOR_INTERVAL_SECONDS": "2",
     "REFINERY_LANDING_SETTLE_SECONDS": "1",
 }
@@ -38,14 +37,16 @@ SCRIPT = textwrap.dedent(
         history_days=60, live_days=2, drift_from_day=61, users=500, events_per_day=3000, seed=3,
         drift="both",
         synth_args=("--drift-price-level", "2.5", "--drift-device-mix", "0.9",
-                    "--drift-propensity", "0.2"),
+                    "--drift-propensity", "0.3"),
+        drift_env=(("REFINERY_DRIFT_WINDOW_DAYS", "1"),
+                   ("REFINERY_DRIFT_KEY_FEATURES", "spend_1d,avg_order_value_30d")),
     )
     paths = LakePaths(data_dir_from_env())
     start = date(2026, 6, 1)
     demo.synth(plan, start, 0, plan.history_days)
     demo.ingest_history(plan, start)
     demo.gold_range(start, start + timedelta(days=plan.history_days - 1))
-    daemon = demo.start_daemon(Path(sys.argv[1]))
+    daemon = demo.start_daemon(Path(sys.argv[1]), plan)
     try:
         rows = demo.live_loop(plan, start, paths.registry)
     finally:
