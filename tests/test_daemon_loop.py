@@ -15,11 +15,11 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 
-# Small and quick: a 21-day window (the minimum for 3+3 days of validation/test and two 7-day
-# gaps) after the 30-day feature warm-up and 10 days of label delay = 60 days of history; a
-# 1-day drift window on two key features, and a drift nobody could miss.
+# The default 28-day training window (8 train days, so the reference spans every weekday) after
+# the 30-day feature warm-up and 10 days of label delay = 67 days of history, kept small; a
+# 2-day drift window on one key feature, and a price shock nobody could miss. (A 1-day train
+# split compares one weekday with another and raises false alarms on weekly seasonality.)
 ENV = {
-    "REFINERY_TRAINING_WINDOW_DAYS": "21",
     "REFINERY_SENSOR_INTERVAL_SECONDS": "2",
     "REFINERY_LANDING_SETTLE_SECONDS": "1",
 }
@@ -34,12 +34,10 @@ SCRIPT = textwrap.dedent(
     from refinery.resources.lake import LakePaths, data_dir_from_env
 
     plan = demo.Plan(
-        history_days=60, live_days=2, drift_from_day=61, users=500, events_per_day=3000, seed=3,
-        drift="both",
-        synth_args=("--drift-price-level", "2.5", "--drift-device-mix", "0.9",
-                    "--drift-propensity", "0.3"),
-        drift_env=(("REFINERY_DRIFT_WINDOW_DAYS", "1"),
-                   ("REFINERY_DRIFT_KEY_FEATURES", "spend_1d,avg_order_value_30d")),
+        history_days=67, live_days=2, drift_from_day=68, users=500, events_per_day=3000, seed=3,
+        drift="covariate",
+        synth_args=("--drift-price-level", "3.0", "--drift-device-mix", "0.9"),
+        drift_env=(("REFINERY_DRIFT_WINDOW_DAYS", "2"), ("REFINERY_DRIFT_KEY_FEATURES", "spend_1d")),
     )
     paths = LakePaths(data_dir_from_env())
     start = date(2026, 6, 1)
