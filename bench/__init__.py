@@ -1,0 +1,1 @@
+"""Benchmarks of refinery against the DuckDB engine floor, pandas and Evidently (`make bench`)."""

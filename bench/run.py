@@ -1,0 +1,457 @@
+"""Benchmark refinery against the DuckDB floor, pandas and Evidently (`make bench`).
+
+    uv run python -m bench.run [--sizes S,M] [--repeats 2] [--incremental 30,90] [--work DIR]
+    uv run python -m bench.run --sizes "" --incremental 30,90   # only the add-a-day test
+
+For each size it generates landing data with refinery-synth (clean: --fault-rate 0, so that the
+hand-written floor and pandas, which do not validate, compute on the same rows), then:
+1. runs the platform stage by stage through Dagster, each stage in its own process
+   (`python -m bench.stage`), timing the runs from inside and reading the peak RSS;
+2. runs the engine floor (bench/floor.sql) and the pandas way (bench/pandas_way.py, in
+   bench/.venv-evidently, address space capped at --pandas-memory-gb);
+3. checks that floor, pandas and refinery agree on every (user_id, as_of_date) key and every
+   feature column of user_daily_features and training_examples, and only then reports times;
+4. compares the drift report with Evidently's DataDriftPreset on the same frames.
+Each repeat starts from an empty lake (landing data is reused). Results go to
+<work>/results.json and a Markdown table on stdout; docs/BENCHMARKS.md records measured runs.
+
+Sizes (events are totals over the arrival days, see docs/BENCHMARKS.md):
+  S  30 days x ~3,333 events/day (100k events),  1,000 users
+  M  30 days x ~33,333 events/day (1M events),   10,000 users
+  L  M's 30 days of history, then one arrival day of 10M events (the stages time that day)
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from datetime import date, timedelta
+from pathlib import Path
+
+import polars as pl
+
+from bench.compare import assert_same_features, read_gold
+
+BENCH_DIR = Path(__file__).resolve().parent
+REPO = BENCH_DIR.parent
+PEER_PYTHON = BENCH_DIR / ".venv-evidently" / "bin" / "python"
+PEER_PACKAGES = ["evidently>=0.7,<0.8", "pandas<3", "pyarrow"]
+START = date(2025, 1, 1)
+HISTORY_DAYS = 30
+LABEL_DELAY_DAYS = 10  # label horizon 7 + allowed lateness 3 (dbt_project.yml)
+PLATFORM_STAGES = ("bronze", "silver", "gold", "training", "drift")
+# 30 days give 20 labelled as-of dates: a window of 20 with one validation and one test date
+# (gaps of 7 days) leaves four train dates; warm-up 0 because all 30 days are the window.
+TRAINING_CONFIG = {
+    "window_days": 20,
+    "validation_days": 1,
+    "test_days": 1,
+    "feature_warmup_days": 0,
+}
+
+
+@dataclass(frozen=True)
+class Size:
+    name: str
+    users: int
+    events_per_day: int
+    big_day_events: int = 0  # L: one more arrival day of this many events
+
+
+SIZES = {
+    "XS": Size("XS", users=200, events_per_day=500),  # smoke test of the harness only
+    "S": Size("S", users=1_000, events_per_day=3_333),
+    "M": Size("M", users=10_000, events_per_day=33_333),
+    "L": Size("L", users=10_000, events_per_day=33_333, big_day_events=10_000_000),
+}
+
+
+def day(offset: int) -> date:
+    return START + timedelta(days=offset)
+
+
+def say(message: str) -> None:
+    print(f"[bench {time.strftime('%H:%M:%S')}] {message}", flush=True)
+
+
+def tree_rss_kb(root: int) -> int:
+    """Resident memory of a process and all its descendants (KiB), from /proc."""
+    children: dict[int, list[int]] = {}
+    rss: dict[int, int] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            status = (entry / "status").read_text()
+        except OSError:
+            continue
+        fields = dict(line.split(":", 1) for line in status.splitlines() if ":" in line)
+        pid = int(entry.name)
+        children.setdefault(int(fields.get("PPid", "0").strip()), []).append(pid)
+        rss[pid] = int(fields.get("VmRSS", "0 kB").split()[0])
+    total, todo = 0, [root]
+    while todo:
+        pid = todo.pop()
+        total += rss.get(pid, 0)
+        todo.extend(children.get(pid, []))
+    return total
+
+
+def run_measured(command: list[str], log: Path, env: dict | None = None) -> dict:
+    """Run a command as a child; return its wall time, exit code and peak RSS of its process tree.
+
+    The peak is sampled every 0.2 s as the sum of VmRSS over the child and its descendants (dbt
+    runs DuckDB in a grandchild). getrusage/wait4's ru_maxrss would be wrong here: Linux carries
+    the parent's high-water mark over fork and exec, so every child would report at least this
+    process's own size.
+    """
+    started = time.perf_counter()
+    with log.open("w") as out:
+        process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, env=env, cwd=REPO)
+        peak_kb = 0
+        while process.poll() is None:
+            peak_kb = max(peak_kb, tree_rss_kb(process.pid))
+            time.sleep(0.2)
+    return {
+        "wall_seconds": round(time.perf_counter() - started, 3),
+        "exit_code": process.returncode,
+        "maxrss_mb": round(peak_kb / 1024, 1),
+    }
+
+
+def read_json(path: Path) -> dict:
+    return json.loads(path.read_text())
+
+
+def synth(data_dir: Path, first_day: int, days: int, users: int, events_per_day: int) -> float:
+    from refinery.synth import SynthConfig, generate
+    from refinery.synth.config import DriftSettings
+
+    started = time.perf_counter()
+    generate(
+        SynthConfig(
+            start=START,
+            first_day=first_day,
+            days=days,
+            users=users,
+            events_per_day=events_per_day,
+            seed=7,
+            fault_rate=0.0,
+            drift=DriftSettings.preset("covariate", START + timedelta(days=23)),
+        ),
+        data_dir,
+    )
+    return time.perf_counter() - started
+
+
+def fresh_lake(data_dir: Path, home: Path) -> None:
+    """Drop everything the platform wrote; keep the landing data."""
+    for name in ("lake", "registry", "dvc-remote", "warehouse.duckdb", "warehouse.duckdb.wal"):
+        target = data_dir / name
+        if target.is_dir():
+            shutil.rmtree(target)
+        elif target.exists():
+            target.unlink()
+    if home.exists():
+        shutil.rmtree(home)
+    home.mkdir(parents=True)
+    shutil.copy(REPO / "dagster_home" / "dagster.yaml", home / "dagster.yaml")
+
+
+def platform_stage(
+    stage: str, data_dir: Path, home: Path, first: date, last: date, logs: Path, tag: str
+) -> dict:
+    out = logs / f"{tag}-{stage}.json"
+    measured = run_measured(
+        [
+            sys.executable, "-m", "bench.stage", stage,
+            "--data-dir", str(data_dir), "--dagster-home", str(home),
+            "--first", first.isoformat(), "--last", last.isoformat(),
+            "--training-config", json.dumps(TRAINING_CONFIG), "--json", str(out),
+        ],
+        logs / f"{tag}-{stage}.log",
+    )  # fmt: skip
+    if measured["exit_code"] != 0:
+        tail = (logs / f"{tag}-{stage}.log").read_text()[-2000:]
+        raise SystemExit(f"stage {stage} ({tag}) failed; log {logs}/{tag}-{stage}.log:\n{tail}")
+    inner = read_json(out)
+    return {
+        "seconds": inner["seconds"],
+        "import_seconds": inner["import_seconds"],
+        "process_seconds": measured["wall_seconds"],
+        "maxrss_mb": measured["maxrss_mb"],
+        "maxrss_stage_process_mb": round(inner["maxrss_self_kb"] / 1024, 1),
+        "maxrss_child_mb": round(inner["maxrss_children_kb"] / 1024, 1),
+        "runs": len(inner["runs"]),
+    }
+
+
+def run_floor(landing: Path, out: Path, first: date, last: date, logs: Path, tag: str) -> dict:
+    measured = run_measured(
+        [
+            sys.executable, "-m", "bench.floor", "--landing", str(landing), "--out", str(out),
+            "--min-date", first.isoformat(), "--max-date", last.isoformat(),
+            "--json", str(logs / f"{tag}-floor.json"),
+        ],
+        logs / f"{tag}-floor.log",
+    )  # fmt: skip
+    if measured["exit_code"] != 0:
+        raise SystemExit(f"floor failed; see {logs}/{tag}-floor.log")
+    inner = read_json(logs / f"{tag}-floor.json")
+    return {
+        **inner,
+        "process_seconds": measured["wall_seconds"],
+        "maxrss_mb": measured["maxrss_mb"],
+    }
+
+
+def ensure_peer_env() -> None:
+    """bench/.venv-evidently: pandas<3 and Evidently 0.7 (git-ignored; PyPI via uv)."""
+    if PEER_PYTHON.exists():
+        return
+    say("creating bench/.venv-evidently (Evidently 0.7 needs pandas<3)")
+    venv = str(PEER_PYTHON.parent.parent)
+    subprocess.run(["uv", "venv", venv, "--python", "3.11", "-q"], check=True)
+    subprocess.run(["uv", "pip", "install", "-q", "--python", venv, *PEER_PACKAGES], check=True)
+
+
+def run_pandas(
+    landing: Path, out: Path, first: date, last: date, logs: Path, tag: str, memory_gb: float
+) -> dict:
+    measured = run_measured(
+        [
+            str(PEER_PYTHON), str(BENCH_DIR / "pandas_way.py"), "--landing", str(landing),
+            "--out", str(out), "--min-date", first.isoformat(), "--max-date", last.isoformat(),
+            "--memory-limit-gb", str(memory_gb), "--json", str(logs / f"{tag}-pandas.json"),
+        ],
+        logs / f"{tag}-pandas.log",
+    )  # fmt: skip
+    result_file = logs / f"{tag}-pandas.json"
+    if result_file.exists():
+        inner = read_json(result_file)
+    else:
+        tail = (logs / f"{tag}-pandas.log").read_text()[-300:]
+        inner = {"status": "crashed", "detail": tail, "seconds": None}
+        if "MemoryError" in tail or "std::bad_alloc" in tail or "Cannot allocate" in tail:
+            inner["status"] = "out_of_memory"
+    return {
+        **inner,
+        "process_seconds": measured["wall_seconds"],
+        "maxrss_mb": measured["maxrss_mb"],
+    }
+
+
+def check_equal(lake_root: Path, other: Path, first: date, last: date, what: str) -> dict:
+    """Floor or pandas vs refinery's gold marts; raises FeatureMismatch on any difference."""
+    checks = {}
+    for model, lo, hi in [
+        ("user_daily_features", first, last),
+        (
+            "training_examples",
+            first - timedelta(days=LABEL_DELAY_DAYS),
+            last - timedelta(days=LABEL_DELAY_DAYS),
+        ),
+    ]:
+        reference = read_gold(lake_root, model, lo, hi)
+        candidate = pl.read_parquet(other / f"{model}.parquet")
+        result = assert_same_features(reference, candidate, what=f"{what} {model}")
+        checks[model] = {"rows": result.rows, "columns": result.columns}
+    return checks
+
+
+def bench_size(size: Size, work: Path, repeats: int, pandas_gb: float, keep: bool) -> dict:
+    data_dir = work / size.name
+    home = work / f"{size.name}-dagster-home"
+    logs = work / "logs"
+    logs.mkdir(parents=True, exist_ok=True)
+    result: dict = {"size": size.name, "users": size.users, "events_per_day": size.events_per_day}
+
+    say(f"{size.name}: generating {HISTORY_DAYS} days x {size.events_per_day:,} events/day")
+    result["synth_seconds"] = round(
+        synth(data_dir, 0, HISTORY_DAYS, size.users, size.events_per_day), 1
+    )
+    first, last = day(0), day(HISTORY_DAYS - 1)
+    if size.big_day_events:
+        # history through the platform once (untimed), then the big day is what we measure
+        fresh_lake(data_dir, home)
+        say(f"{size.name}: building the {HISTORY_DAYS}-day history through the platform")
+        for stage in ("bronze", "silver", "gold"):
+            platform_stage(stage, data_dir, home, first, last, logs, f"{size.name}-history")
+        say(f"{size.name}: generating one arrival day of {size.big_day_events:,} events")
+        result["synth_big_day_seconds"] = round(
+            synth(data_dir, HISTORY_DAYS, 1, size.users, size.big_day_events), 1
+        )
+        first = last = day(HISTORY_DAYS)
+    result["knowledge_dates"] = f"{first}..{last}"
+    landing = data_dir / "landing"
+    result["landing_mb"] = round(
+        sum(p.stat().st_size for p in landing.rglob("*") if p.is_file()) / 2**20, 1
+    )
+
+    runs = []
+    for repeat in range(repeats):
+        tag = f"{size.name}-r{repeat}"
+        if not size.big_day_events:  # L keeps its history; re-running the big day replaces it
+            fresh_lake(data_dir, home)
+        say(f"{size.name} repeat {repeat + 1}/{repeats}: platform stages")
+        stages = {}
+        for stage in PLATFORM_STAGES:
+            if size.big_day_events and stage in ("training", "drift") and repeat > 0:
+                continue
+            stages[stage] = platform_stage(stage, data_dir, home, first, last, logs, tag)
+            say(
+                f"  {stage}: {stages[stage]['seconds']:.1f} s, peak {stages[stage]['maxrss_mb']} MB"
+            )
+        say(f"{size.name} repeat {repeat + 1}/{repeats}: floor")
+        floor = run_floor(landing, work / f"{tag}-floor", first, last, logs, tag)
+        say(f"  floor: {floor['seconds']:.1f} s, peak {floor['maxrss_mb']} MB")
+        equal = {"floor": check_equal(data_dir, work / f"{tag}-floor", first, last, "floor")}
+        say(f"{size.name} repeat {repeat + 1}/{repeats}: pandas")
+        pandas = run_pandas(landing, work / f"{tag}-pandas", first, last, logs, tag, pandas_gb)
+        say(
+            f"  pandas: {pandas.get('status')} {pandas.get('seconds')} s, peak {pandas['maxrss_mb']} MB"
+        )
+        if pandas.get("status") == "ok":
+            equal["pandas"] = check_equal(data_dir, work / f"{tag}-pandas", first, last, "pandas")
+        runs.append({"stages": stages, "floor": floor, "pandas": pandas, "equal": equal})
+        for other in ("floor", "pandas"):
+            shutil.rmtree(work / f"{tag}-{other}", ignore_errors=True)
+    result["runs"] = runs
+
+    if "drift" in runs[0]["stages"]:
+        say(f"{size.name}: drift report vs Evidently")
+        from bench.drift_vs_evidently import compare
+
+        result["drift_vs_evidently"] = compare(data_dir, work / f"{size.name}-evidently")
+    if not keep:
+        shutil.rmtree(data_dir, ignore_errors=True)
+        shutil.rmtree(home, ignore_errors=True)
+    return result
+
+
+def bench_incremental(history_days: int, work: Path, users: int, events_per_day: int) -> dict:
+    """Build `history_days` through the platform, then time adding two more days, one by one."""
+    tag = f"inc{history_days}"
+    data_dir, home, logs = work / tag, work / f"{tag}-dagster-home", work / "logs"
+    logs.mkdir(parents=True, exist_ok=True)
+    say(f"incremental: {history_days} days of history x {events_per_day:,} events/day")
+    synth(data_dir, 0, history_days + 2, users, events_per_day)
+    fresh_lake(data_dir, home)
+    for stage in ("bronze", "silver"):
+        platform_stage(stage, data_dir, home, day(0), day(history_days - 1), logs, f"{tag}-hist")
+    platform_stage("gold", data_dir, home, day(0), day(history_days - 1), logs, f"{tag}-hist")
+    added = []
+    for offset in (history_days, history_days + 1):
+        measured = platform_stage(
+            "ingest", data_dir, home, day(offset), day(offset), logs, f"{tag}-{offset}"
+        )
+        added.append(measured)
+        say(
+            f"  add day {offset + 1}: {measured['seconds']:.1f} s (peak {measured['maxrss_mb']} MB)"
+        )
+    shutil.rmtree(data_dir, ignore_errors=True)
+    shutil.rmtree(home, ignore_errors=True)
+    return {"history_days": history_days, "events_per_day": events_per_day, "added_days": added}
+
+
+def import_overhead(work: Path) -> dict:
+    data_dir, home = work / "imports", work / "imports-dagster-home"
+    data_dir.mkdir(parents=True, exist_ok=True)
+    (work / "logs").mkdir(parents=True, exist_ok=True)
+    fresh_lake(data_dir, home)
+    return platform_stage("imports", data_dir, home, day(0), day(0), work / "logs", "imports")
+
+
+def markdown(results: dict) -> str:
+    lines = []
+    for size in results["sizes"]:
+        lines.append(
+            f"\n### {size['size']} ({size['knowledge_dates']}, {size['landing_mb']} MB landing)\n"
+        )
+        lines.append(
+            "| repeat | "
+            + " | ".join(PLATFORM_STAGES)
+            + " | bronze→gold | floor | pandas | ratio refinery/floor | pandas/refinery |"
+        )
+        lines.append("|---" * (len(PLATFORM_STAGES) + 6) + "|")
+        for i, run in enumerate(size["runs"]):
+            stages = run["stages"]
+            to_gold = sum(stages[s]["seconds"] for s in ("bronze", "silver", "gold"))
+            floor = run["floor"]["seconds"]
+            pandas = run["pandas"].get("seconds") if run["pandas"].get("status") == "ok" else None
+            cells = [
+                f"{stages[s]['seconds']:.1f} s / {stages[s]['maxrss_mb']:.0f} MB"
+                if s in stages
+                else "–"
+                for s in PLATFORM_STAGES
+            ]
+            lines.append(
+                f"| {i + 1} | " + " | ".join(cells) + f" | {to_gold:.1f} s | {floor:.1f} s / "
+                f"{run['floor']['maxrss_mb']:.0f} MB | "
+                + (
+                    f"{pandas:.1f} s / {run['pandas']['maxrss_mb']:.0f} MB"
+                    if pandas
+                    else run["pandas"].get("status", "?")
+                )
+                + f" | {to_gold / floor:.1f}× | "
+                + (f"{pandas / to_gold:.2f}×" if pandas else "–")
+                + " |"
+            )
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sizes", default="S,M", help="comma-separated: S, M, L (default S,M)")
+    parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument(
+        "--incremental", default="", help="history lengths for the add-a-day test, e.g. 30,90"
+    )
+    parser.add_argument("--incremental-events-per-day", type=int, default=10_000)
+    parser.add_argument("--work", type=Path, default=Path("/tmp/refinery-bench"))
+    parser.add_argument("--pandas-memory-gb", type=float, default=12.0)
+    parser.add_argument("--keep", action="store_true", help="keep generated data and lakes")
+    args = parser.parse_args()
+
+    sizes = [s.strip().upper() for s in args.sizes.split(",") if s.strip()]
+    unknown = [s for s in sizes if s not in SIZES]
+    if unknown:
+        raise SystemExit(f"unknown size(s) {unknown}; choose from {sorted(SIZES)}")
+    args.work.mkdir(parents=True, exist_ok=True)
+    ensure_peer_env()
+    os.environ.pop("DAGSTER_HOME", None)  # each stage process gets its own temp home
+
+    results: dict = {
+        "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+        "machine": {
+            "cpus": os.cpu_count(),
+            "memory_gb": round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30, 1),
+        },
+        "command": " ".join(sys.argv),
+    }
+    say("import overhead of the code location")
+    results["import_overhead"] = import_overhead(args.work)
+    results["sizes"] = []
+    for name in sizes:
+        results["sizes"].append(
+            bench_size(SIZES[name], args.work, args.repeats, args.pandas_memory_gb, args.keep)
+        )
+        (args.work / "results.json").write_text(json.dumps(results, indent=1, default=str))
+    if args.incremental:
+        results["incremental"] = [
+            bench_incremental(int(h), args.work, 3_000, args.incremental_events_per_day)
+            for h in args.incremental.split(",")
+        ]
+    (args.work / "results.json").write_text(json.dumps(results, indent=1, default=str))
+    print(markdown(results))
+    say(f"results: {args.work / 'results.json'}; logs: {args.work / 'logs'}")
+
+
+if __name__ == "__main__":
+    main()
