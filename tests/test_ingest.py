@@ -88,3 +88,19 @@ def test_missing_or_wrong_landing_files_name_the_folder_and_what_to_do(tmp_path)
     empty.write_text("")
     with pytest.raises(LandingError, match="empty.*Re-deliver"):
         bronze_snapshot_from_file(empty, "users.csv", "users")
+
+
+def test_chunked_parsing_gives_the_same_rows_as_one_pass(tmp_path):
+    from refinery.assets.bronze.ingest import bronze_event_parts, line_chunks
+
+    lines = [ln for ln, _ in FAULTY_LINES] * 7
+    path = write_lines(tmp_path / "a.jsonl", lines)
+    whole = pl.concat(list(bronze_event_parts(path, "a.jsonl", chunk_bytes=1 << 30)))
+    chunked_parts = list(bronze_event_parts(path, "a.jsonl", chunk_bytes=300))
+    assert len(chunked_parts) > 5
+    assert pl.concat(chunked_parts).equals(whole)
+    assert whole["_line"].to_list() == list(range(1, len(lines) + 1))
+    data = path.read_bytes()
+    pieces = list(line_chunks(data, 300))
+    assert b"".join(c for _, c in pieces) == data
+    assert all(c.endswith(b"\n") for _, c in pieces)

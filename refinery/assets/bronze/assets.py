@@ -18,7 +18,7 @@ from dagster import (
 
 from refinery.assets.bronze.ingest import (
     LandingError,
-    bronze_events_from_file,
+    bronze_event_parts,
     bronze_snapshot_from_file,
     landing_files,
     stamp,
@@ -65,21 +65,24 @@ def build_bronze_asset(table: str):
         staging = target.with_name(f".staging-{uuid.uuid4().hex}")
         rows_per_file: dict[str, int] = {}
         parts, checks = [], []
-        for index, path in enumerate(files):
+        for path in files:
             source_file = str(path.relative_to(paths.root))
             if table == "events":
-                frame = bronze_events_from_file(path, source_file)
+                frames = bronze_event_parts(path, source_file)
             else:
-                frame = bronze_snapshot_from_file(path, source_file, table)
-            frame = stamp(frame, table, arrival, ingested_at)
-            write_parquet_atomic(frame, staging / f"part-{index}.parquet")
-            rows_per_file[source_file] = frame.height
-            # Measure and validate part by part: a 10M-line day never sits in memory whole.
-            parts.append(_part_stats(frame, table, arrival))
-            checks.append(
-                contract_check(frame, contract, check_name="contract", asset_key=key, blocking=True)
-            )
-            del frame
+                frames = iter([bronze_snapshot_from_file(path, source_file, table)])
+            for frame in frames:
+                frame = stamp(frame, table, arrival, ingested_at)
+                write_parquet_atomic(frame, staging / f"part-{len(parts)}.parquet")
+                rows_per_file[source_file] = rows_per_file.get(source_file, 0) + frame.height
+                # Measure and validate part by part: a 10M-line day never sits in memory whole.
+                parts.append(_part_stats(frame, table, arrival))
+                checks.append(
+                    contract_check(
+                        frame, contract, check_name="contract", asset_key=key, blocking=True
+                    )
+                )
+                del frame
         replace_dir_atomic(staging, target)
         if ignored:
             context.log.warning(f"ignored files that are not {table} exports: {ignored}")

@@ -154,22 +154,50 @@ def _file_record(fields, source_file: str, line: int, error: str, detail: str) -
     }
 
 
+CHUNK_BYTES = 128 << 20  # parse a landing file this much at a time: memory stays flat
+
+
+def line_chunks(data: bytes, size: int = CHUNK_BYTES):
+    """(number of the chunk's first line, chunk) pieces of `data`, cut after a newline."""
+    start, first_line = 0, 1
+    while start < len(data):
+        end = min(start + size, len(data))
+        if end < len(data):
+            newline = data.find(b"\n", end - 1)
+            end = len(data) if newline == -1 else newline + 1
+        chunk = data[start:end]
+        yield first_line, chunk
+        first_line += chunk.count(b"\n")
+        start = end
+
+
+def bronze_event_parts(path: Path, source_file: str, chunk_bytes: int = CHUNK_BYTES):
+    """One events landing file → bronze frames, a chunk of lines at a time.
+
+    Without `_ingested_at`/`_arrival_date`; file-level records (empty file, truncated gzip)
+    come last.
+    """
+    raw = read_raw(path)
+    lines_seen = 0
+    for first_line, chunk in line_chunks(raw.data, chunk_bytes):
+        frame = _event_lines(chunk, source_file, first_line)
+        lines_seen = first_line - 1 + frame.height
+        yield frame
+    records: list[dict] = []
+    if not raw.data and raw.truncated is None:
+        records.append(_file_record(EVENT_FIELDS, source_file, 0, "empty_file", "file has no bytes"))
+    if raw.truncated is not None:
+        records.append(
+            _file_record(EVENT_FIELDS, source_file, lines_seen + 1, "truncated_gzip", raw.truncated)
+        )
+    if records:
+        yield pl.DataFrame(records, schema=_schema("events", False))
+
+
 def bronze_events_from_file(path: Path, source_file: str) -> pl.DataFrame:
     """One events landing file → bronze rows (without `_ingested_at`/`_arrival_date`)."""
-    raw = read_raw(path)
-    file_records: list[dict] = []
-    if not raw.data and raw.truncated is None:
-        file_records.append(
-            _file_record(EVENT_FIELDS, source_file, 0, "empty_file", "file has no bytes")
-        )
-    frame = _event_lines(raw.data, source_file) if raw.data else _empty("events")
-    if raw.truncated is not None:
-        file_records.append(
-            _file_record(EVENT_FIELDS, source_file, frame.height + 1, "truncated_gzip", raw.truncated)
-        )
-    if file_records:
-        frame = pl.concat([frame, pl.DataFrame(file_records, schema=_schema("events", False))])
-    return frame
+    parts = list(bronze_event_parts(path, source_file))
+    return pl.concat(parts) if parts else _empty("events")
 
 
 _PARSE_DETAIL = {
@@ -179,7 +207,7 @@ _PARSE_DETAIL = {
 }
 
 
-def _event_lines(data: bytes, source_file: str) -> pl.DataFrame:
+def _event_lines(data: bytes, source_file: str, first_line: int = 1) -> pl.DataFrame:
     lines, bad_utf8 = decode_lines(data)
     why = classify_json_lines(lines)
     why = pl.select(
@@ -198,7 +226,7 @@ def _event_lines(data: bytes, source_file: str) -> pl.DataFrame:
     frame = pl.DataFrame([lines, *fields, why.alias("_parse_error")]).with_columns(
         _parse_detail=pl.col("_parse_error").replace_strict(_PARSE_DETAIL, default=None),
         _source_file=pl.lit(source_file),
-        _line=pl.int_range(1, lines.len() + 1, dtype=pl.Int64),
+        _line=pl.int_range(first_line, first_line + lines.len(), dtype=pl.Int64),
     )
     return frame.select(list(_schema("events", False)))
 

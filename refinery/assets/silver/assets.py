@@ -140,6 +140,8 @@ def build_silver_asset(table: str):
         target = paths.partition_dir("silver", table, context.partition_key)
         staging = target.with_name(f".staging-{uuid.uuid4().hex}")
         write_parquet_atomic(result.silver, staging / "part-0.parquet")
+        # The checks read back what was written; the in-memory copy is not needed any more.
+        result.silver = result.silver.clear()
         q_target = paths.partition_dir("quarantine", table, context.partition_key)
         q_staging = q_target.with_name(f".staging-{uuid.uuid4().hex}")
         write_parquet_atomic(result.quarantine, q_staging / "part-0.parquet")
