@@ -164,6 +164,18 @@ def test_gold_backfill_exports_features_labels_and_examples(lake):
     features = pl.read_parquet(root / "lake/gold/user_daily_features/as_of_date=*/data.parquet")
     assert features.select("as_of_date").n_unique() == DAYS - 1
     assert features.height == features.select("user_id", "as_of_date").n_unique()
+    marts = [
+        e.event_specific_data.materialization
+        for e in lake["gold"].all_events
+        if e.event_type == DagsterEventType.ASSET_MATERIALIZATION
+        and e.asset_key.to_user_string() in ("gold/user_daily_features", "gold/training_examples")
+    ]
+    assert len(marts) == 2 * (DAYS - 1)  # one per partition of the range
+    for materialization in marts:
+        meta = {k: v.value for k, v in materialization.metadata.items()}
+        assert meta["quality/completeness"] == 1.0 and meta["quality/consistency"] == 1.0
+        assert 0.0 <= meta["quality/freshness"] < 1.0
+        assert meta["dagster/row_count"] > 0
     examples = pl.read_parquet(root / "lake/gold/training_examples/as_of_date=*/data.parquet")
     # labels need 7 days of horizon + 3 of lateness: as-of dates up to (last ingested - 10)
     assert examples["as_of_date"].max() == date.fromisoformat(day(DAYS - 2)) - timedelta(days=10)

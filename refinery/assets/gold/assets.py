@@ -8,10 +8,11 @@ import functools
 import os
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from datetime import date, datetime, timedelta
+from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
+import polars as pl
 import yaml
 from dagster import (
     AssetCheckResult,
@@ -30,7 +31,9 @@ from dagster_dbt import (
 )
 
 from refinery.assets.gold.export import export_marts, mart_file
+from refinery.contracts.gold import gold_contract
 from refinery.partitions import daily_partitions
+from refinery.quality import completeness, consistency, freshness
 from refinery.resources.lake import LakePaths, data_dir_from_env
 
 DBT_PROJECT_DIR = Path(__file__).resolve().parents[3] / "dbt_project"
@@ -189,11 +192,34 @@ def export_mart_metadata(
     rows = export_marts(lake.warehouse, gold_dir, [model], as_of_dates)[model]
     written = [mart_file(gold_dir, model, day) for day in as_of_dates]
     return {
+        **mart_quality_metadata(model, [path for path in written if path.exists()]),
         "dagster/row_count": rows,
         "as_of_dates": f"{as_of_dates[0].isoformat()}..{as_of_dates[-1].isoformat()}",
         "knowledge_dates": f"{min_date.isoformat()}..{max_date.isoformat()}",
         "gold_files": MetadataValue.json([str(path) for path in written if path.exists()]),
         "gold_dir": MetadataValue.path(str(gold_dir / model)),
+    }
+
+
+def mart_quality_metadata(model: str, files: list[Path]) -> dict[str, Any]:
+    """Completeness, consistency (rows passing the gold contract) and freshness of what was
+    published; freshness counts from the end of the newest as-of date."""
+    if not files:
+        return {}
+    frame = pl.read_parquet(files)
+    contract = gold_contract(model, frame.schema)
+    passing = frame.select(contract.all_ok().sum()).item() if frame.height else 0
+    newest = frame.get_column("as_of_date").max()
+    newest_end = (
+        datetime.combine(newest + timedelta(days=1), datetime.min.time(), timezone.utc)
+        if newest is not None
+        else None
+    )
+    complete = completeness(frame, contract.required)
+    return {
+        "quality/completeness": round(complete["table"], 6),
+        "quality/consistency": round(consistency(int(passing), frame.height), 6),
+        "quality/freshness": round(freshness(newest_end), 6),
     }
 
 

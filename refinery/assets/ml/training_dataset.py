@@ -23,11 +23,11 @@ from pydantic import Field
 
 from refinery.assets.ml.profile import build_profile
 from refinery.assets.ml.splits import (
-    TrainingSetError,
     DEFAULT_LABEL_LATENESS_DAYS,
     LABEL_HORIZON_DAYS,
     SPLIT_NAMES,
     SplitSpec,
+    TrainingSetError,
     assign_split_dates,
     feature_columns,
     labelled_as_of_dates,
