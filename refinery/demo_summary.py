@@ -9,8 +9,8 @@ import polars as pl
 from refinery.resources.lake import SOURCES
 
 
-def _count(pattern: Path) -> int:
-    files = sorted(pattern.parent.parent.glob(f"{pattern.parent.name}/{pattern.name}"))
+def _count(table_dir: Path, pattern: str) -> int:
+    files = sorted(table_dir.glob(pattern))
     return pl.scan_parquet(files).select(pl.len()).collect().item() if files else 0
 
 
@@ -21,16 +21,16 @@ def layer_rows(root: Path) -> pl.DataFrame:
         rows.append(
             {
                 "table": table,
-                "bronze": _count(lake / "bronze" / table / "date=*" / "*.parquet"),
-                "silver": _count(lake / "silver" / table / "date=*" / "part-0.parquet"),
-                "quarantined": _count(lake / "quarantine" / table / "date=*" / "part-0.parquet"),
-                "duplicates": _count(lake / "quarantine" / table / "date=*" / "duplicates.parquet"),
+                "bronze": _count(lake / "bronze" / table, "date=*/*.parquet"),
+                "silver": _count(lake / "silver" / table, "date=*/part-0.parquet"),
+                "quarantined": _count(lake / "quarantine" / table, "date=*/part-0.parquet"),
+                "duplicates": _count(lake / "quarantine" / table, "date=*/duplicates.parquet"),
             }
         )
     for model in ("user_daily_features", "labels", "training_examples"):
         rows.append({"table": f"gold/{model}", "silver": None, "bronze": None,
                      "quarantined": None, "duplicates": None,
-                     "gold": _count(lake / "gold" / model / "as_of_date=*" / "data.parquet")})
+                     "gold": _count(lake / "gold" / model, "as_of_date=*/data.parquet")})
     frame = pl.DataFrame(rows)
     return frame.with_columns(
         balanced=pl.when(pl.col("bronze").is_not_null()).then(

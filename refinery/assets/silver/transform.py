@@ -7,7 +7,6 @@ DESIGN.md: `bronze rows = silver rows + quarantined rows + duplicates dropped`.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import date
 
 import polars as pl
 
@@ -250,10 +249,6 @@ def _drop_duplicates(
 def _by_reason(quarantine: pl.DataFrame) -> dict[str, int]:
     counts = quarantine.group_by("quarantine_reason").len().sort(["len", "quarantine_reason"], descending=[True, False])
     return dict(zip(counts["quarantine_reason"].to_list(), counts["len"].to_list()))
-
-
-def arrival(d: str | date) -> date:
-    return d if isinstance(d, date) else date.fromisoformat(d)
 
 
 __all__ = ["EVENT_FIELDS", "SilverResult", "clean_events", "clean_snapshot"]
