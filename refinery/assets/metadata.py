@@ -10,7 +10,29 @@ from dagster import AssetCheckResult, AssetCheckSeverity, MetadataValue
 from pandera.errors import SchemaError, SchemaErrors
 
 from refinery.contracts.rules import Contract
-from refinery.quality import completeness, freshness
+from refinery.quality import DEFAULT_HALF_LIFE_HOURS, completeness, consistency, freshness
+
+
+def quality_measures(
+    frame: pl.DataFrame,
+    required: list[str],
+    *,
+    passing_rows: int,
+    evaluated_rows: int,
+    newest: datetime | None,
+    half_life_hours: float = DEFAULT_HALF_LIFE_HOURS,
+) -> dict:
+    """The quality measures of DESIGN.md as materialization metadata (silver and gold)."""
+    complete = completeness(frame, required)
+    return {
+        "quality/completeness": round(complete.pop("table"), 6),
+        "quality/completeness_by_column": MetadataValue.json(
+            {k: round(v, 6) for k, v in complete.items()}
+        ),
+        "quality/consistency": round(consistency(passing_rows, evaluated_rows), 6),
+        "quality/freshness": round(freshness(newest, half_life_hours=half_life_hours), 6),
+        "newest_record_time": str(newest) if newest is not None else "none",
+    }
 
 
 def quality_metadata(
@@ -23,19 +45,18 @@ def quality_metadata(
     half_life_hours: float,
     path: Path,
 ) -> dict:
-    complete = completeness(frame, contract.required)
-    consistency = 1.0 if evaluated_rows == 0 else passing_rows / evaluated_rows
     return {
         "dagster/row_count": frame.height,
         "dagster/column_schema": contract.dagster_table_schema(),
         "path": MetadataValue.path(str(path)),
-        "quality/completeness": round(complete.pop("table"), 6),
-        "quality/completeness_by_column": MetadataValue.json(
-            {k: round(v, 6) for k, v in complete.items()}
+        **quality_measures(
+            frame,
+            contract.required,
+            passing_rows=passing_rows,
+            evaluated_rows=evaluated_rows,
+            newest=newest,
+            half_life_hours=half_life_hours,
         ),
-        "quality/consistency": round(consistency, 6),
-        "quality/freshness": round(freshness(newest, half_life_hours=half_life_hours), 6),
-        "newest_record_time": str(newest) if newest is not None else "none",
     }
 
 

@@ -31,9 +31,9 @@ from dagster_dbt import (
 )
 
 from refinery.assets.gold.export import export_marts, mart_file
+from refinery.assets.metadata import quality_measures
 from refinery.contracts.gold import gold_contract
 from refinery.partitions import daily_partitions
-from refinery.quality import completeness, consistency, freshness
 from refinery.resources.lake import LakePaths, data_dir_from_env
 
 DBT_PROJECT_DIR = Path(__file__).resolve().parents[3] / "dbt_project"
@@ -215,12 +215,13 @@ def mart_quality_metadata(model: str, files: list[Path]) -> dict[str, Any]:
         if newest is not None
         else None
     )
-    complete = completeness(frame, contract.required)
-    return {
-        "quality/completeness": round(complete["table"], 6),
-        "quality/consistency": round(consistency(int(passing), frame.height), 6),
-        "quality/freshness": round(freshness(newest_end), 6),
-    }
+    return quality_measures(
+        frame,
+        contract.required,
+        passing_rows=int(passing),
+        evaluated_rows=frame.height,
+        newest=newest_end,
+    )
 
 
 def _event_asset_key(context: AssetExecutionContext, event: Any) -> AssetKey | None:
