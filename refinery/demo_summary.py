@@ -22,7 +22,7 @@ def layer_rows(root: Path) -> pl.DataFrame:
             {
                 "table": table,
                 "bronze": _count(lake / "bronze" / table, "date=*/*.parquet"),
-                "silver": _count(lake / "silver" / table, "date=*/part-0.parquet"),
+                "silver": _count(lake / "silver" / table, "date=*/part-*.parquet"),
                 "quarantined": _count(lake / "quarantine" / table, "date=*/part-0.parquet"),
                 "duplicates": _count(lake / "quarantine" / table, "date=*/duplicates.parquet"),
             }

@@ -10,13 +10,16 @@ import polars as pl
 DEFAULT_HALF_LIFE_HOURS = 24.0
 
 
-def completeness(frame: pl.DataFrame, required: list[str]) -> dict[str, float]:
-    """`1 - nulls / rows` per required column, and `table` = the minimum over them."""
-    if frame.height == 0:
+def completeness(frame: pl.DataFrame | pl.LazyFrame, required: list[str]) -> dict[str, float]:
+    """`1 - nulls / rows` per required column, and `table` = the minimum over them.
+
+    A LazyFrame (a scan of written parts) is counted without loading it whole."""
+    counts = frame.lazy().select(pl.len().alias("_rows"), pl.col(required).null_count()).collect()
+    rows, *nulls = counts.row(0)
+    if rows == 0:
         per_column = {c: 1.0 for c in required}
     else:
-        nulls = frame.select(pl.col(required).null_count()).row(0)
-        per_column = {c: 1.0 - n / frame.height for c, n in zip(required, nulls)}
+        per_column = {c: 1.0 - n / rows for c, n in zip(required, nulls)}
     return {**per_column, "table": min(per_column.values(), default=1.0)}
 
 

@@ -1,5 +1,6 @@
 """Silver transforms: every bad input gets its reason, and the accounting always balances."""
 
+import itertools
 from datetime import date, datetime, timezone
 
 import polars as pl
@@ -11,8 +12,10 @@ from refinery.assets.bronze.ingest import (
     bronze_snapshot_from_file,
     stamp,
 )
+from refinery.assets.silver.assets import write_silver_events
 from refinery.assets.silver.transform import clean_events, clean_snapshot
 from refinery.contracts.silver import EVENTS, PRODUCTS, USERS
+from refinery.resources.lake import LakePaths, write_parquet_atomic
 from tests.landing_factory import FAULTY_LINES, PRODUCTS_CSV, USERS_CSV, event, line, write_lines
 
 ARRIVAL = date(2026, 3, 1)
@@ -136,6 +139,42 @@ def test_accounting_invariant_and_dedupe_hold_for_any_input(tmp_path_factory, ro
         if k is None:
             first_line.setdefault(i, n)
     assert dict(zip(kept, result.silver["_line"].to_list())) == {i: first_line[i] for i in kept}
+
+
+@settings(max_examples=25, deadline=None)
+@given(
+    rows=st.lists(st.tuples(ids, fault), min_size=1, max_size=40),
+    cuts=st.lists(st.integers(0, 40), max_size=12),
+    prior=st.lists(ids, max_size=6),
+)
+def test_silver_written_part_by_part_equals_the_whole_day_in_one_frame(
+    tmp_path_factory, rows, cuts, prior
+):
+    """The asset types and validates each bronze part alone, then dedupes over the whole day:
+    the result must be exactly `clean_events` on the day in one frame (same rows, same order,
+    same duplicates and quarantine), also with more than ten parts (part-10 sorts after part-9)."""
+    tmp = tmp_path_factory.mktemp("parts")
+    bronze = bronze_of(tmp, [_line(i, k) for i, k in rows])
+    prior_ids = pl.Series(prior, dtype=pl.String)
+    bounds = sorted({0, len(rows), *(c for c in cuts if c <= len(rows))})
+    lake = LakePaths(tmp)
+    part_dir = lake.partition_dir("bronze", "events", ARRIVAL.isoformat())
+    for n, (lo, hi) in enumerate(itertools.pairwise(bounds)):
+        write_parquet_atomic(bronze.slice(lo, hi - lo), part_dir / f"part-{n}.parquet")
+    parts = lake.partition_parts("bronze", "events", ARRIVAL.isoformat())
+    assert [int(p.stem[5:]) for p in parts] == list(range(len(bounds) - 1))
+
+    staging = tmp / "staging"
+    by_parts = write_silver_events(parts, prior_ids, staging)
+    whole = clean_events(bronze, prior_ids)
+    silver = pl.concat(
+        [pl.read_parquet(staging / f"part-{n}.parquet") for n in range(len(parts))]
+    )
+    assert silver.equals(whole.silver)
+    assert by_parts.duplicates.equals(whole.duplicates)
+    assert by_parts.quarantine.equals(whole.quarantine)
+    assert by_parts.bronze_rows == whole.bronze_rows == len(rows)
+    assert by_parts.quarantine_by_reason == whole.quarantine_by_reason
 
 
 def _empty_bronze() -> pl.DataFrame:

@@ -53,6 +53,12 @@ class LakePaths:
     def partition_file(self, layer: str, table: str, date: str) -> Path:
         return self.partition_dir(layer, table, date) / "part-0.parquet"
 
+    def partition_parts(self, layer: str, table: str, date: str) -> list[Path]:
+        """The Parquet parts of a partition in write order: part-0, part-1, …, part-10 (a glob
+        sorts part-10 before part-2; arrival order decides which duplicate is kept)."""
+        parts = self.partition_dir(layer, table, date).glob("part-*.parquet")
+        return sorted(parts, key=lambda p: int(p.stem.removeprefix("part-")))
+
     def gold_dir(self, model: str) -> Path:
         return self.lake / "gold" / model
 

@@ -181,15 +181,9 @@ def _raw_of_snapshot_rows(table: str) -> pl.Expr:
     )
 
 
-def clean_events(
-    bronze: pl.DataFrame | pl.LazyFrame, prior_event_ids: pl.Series | None = None
-) -> SilverResult:
-    """Silver events of one arrival date.
-
-    `prior_event_ids`: ids already in silver partitions of the look-back window; a re-delivered
-    event among them is dropped as a duplicate (the earliest arrival wins, so features that saw
-    it first stay reproducible).
-    """
+def split_events(bronze: pl.DataFrame | pl.LazyFrame) -> SilverResult:
+    """Type and validate bronze events; valid rows in `silver`, the rest quarantined with their
+    reason and raw line. No deduplication: `duplicates` is empty (see `keep_first_arrivals`)."""
     bronze = bronze.lazy()
     # The raw line is only needed for the few rows quarantined: leaving it out of the typing pass
     # keeps a 10M-line day's largest column out of memory.
@@ -207,8 +201,35 @@ def clean_events(
     silver, quarantine = _split(frame, EVENTS)
     del frame
     quarantine = _with_raw_lines(quarantine, bronze)
-    silver, duplicates = _drop_duplicates(silver, ["event_id"], prior_event_ids)
-    return SilverResult(silver, quarantine, duplicates, bronze_rows, _by_reason(quarantine))
+    return SilverResult(silver, quarantine, silver.clear(), bronze_rows, by_reason(quarantine))
+
+
+def keep_first_arrivals(
+    keys: pl.DataFrame | pl.Series, prior: pl.Series | None = None
+) -> pl.Series:
+    """True for the rows to keep: the first occurrence of each key (rows in arrival order), and
+    not already among `prior` (the first column's ids in earlier partitions)."""
+    frame = keys.to_frame() if isinstance(keys, pl.Series) else keys
+    keep = frame.select(pl.struct(frame.columns).is_first_distinct()).to_series()
+    if prior is not None and prior.len():
+        keep = keep & ~frame.to_series(0).is_in(prior.implode())
+    return keep.alias("keep")
+
+
+def clean_events(
+    bronze: pl.DataFrame | pl.LazyFrame, prior_event_ids: pl.Series | None = None
+) -> SilverResult:
+    """Silver events of one arrival date, in one frame.
+
+    `prior_event_ids`: ids already in silver partitions of the look-back window; a re-delivered
+    event among them is dropped as a duplicate (the earliest arrival wins, so features that saw
+    it first stay reproducible). The silver asset runs the same two steps part by part
+    (`split_events` per bronze part, then `keep_first_arrivals` over the whole day's ids).
+    """
+    result = split_events(bronze)
+    keep = keep_first_arrivals(result.silver.get_column("event_id"), prior_event_ids)
+    result.silver, result.duplicates = result.silver.filter(keep), result.silver.filter(~keep)
+    return result
 
 
 def _with_raw_lines(quarantine: pl.DataFrame, bronze: pl.LazyFrame) -> pl.DataFrame:
@@ -232,23 +253,23 @@ def clean_snapshot(bronze: pl.DataFrame | pl.LazyFrame, table: str) -> SilverRes
         {"snapshot_date": pl.col("_arrival_date")},
     ).collect()
     silver, quarantine = _split(frame, contract)
-    silver, duplicates = _drop_duplicates(silver, list(contract.unique), None)
-    return SilverResult(silver, quarantine, duplicates, frame.height, _by_reason(quarantine))
+    keep = keep_first_arrivals(silver.select(contract.unique))
+    return SilverResult(
+        silver.filter(keep), quarantine, silver.filter(~keep), frame.height, by_reason(quarantine)
+    )
 
 
-def _drop_duplicates(
-    silver: pl.DataFrame, key: list[str], prior: pl.Series | None
-) -> tuple[pl.DataFrame, pl.DataFrame]:
-    ordered = silver.with_row_index("_order")
-    keep = ordered.select(pl.struct(key).is_first_distinct()).to_series()
-    if prior is not None and prior.len():
-        keep = keep & ~ordered[key[0]].is_in(prior.implode())
-    return ordered.filter(keep).drop("_order"), ordered.filter(~keep).drop("_order")
-
-
-def _by_reason(quarantine: pl.DataFrame) -> dict[str, int]:
+def by_reason(quarantine: pl.DataFrame) -> dict[str, int]:
     counts = quarantine.group_by("quarantine_reason").len().sort(["len", "quarantine_reason"], descending=[True, False])
     return dict(zip(counts["quarantine_reason"].to_list(), counts["len"].to_list()))
 
 
-__all__ = ["EVENT_FIELDS", "SilverResult", "clean_events", "clean_snapshot"]
+__all__ = [
+    "EVENT_FIELDS",
+    "SilverResult",
+    "by_reason",
+    "clean_events",
+    "clean_snapshot",
+    "keep_first_arrivals",
+    "split_events",
+]
