@@ -117,12 +117,18 @@ def classify_json_lines(lines: pl.Series) -> pl.Series:
     )
 
 
-def parse_objects(lines: pl.Series, fields: tuple[str, ...]) -> pl.DataFrame:
-    """Contract fields of JSON-object lines as text (numbers and nested values as their JSON)."""
+def parse_objects(
+    lines: pl.Series, fields: tuple[str, ...], payload: bytes | None = None
+) -> pl.DataFrame:
+    """Contract fields of JSON-object lines as text (numbers and nested values as their JSON).
+
+    `payload`: the lines' original bytes when every line is an object (the common case), which
+    saves joining them again."""
     schema = {f: pl.String for f in fields}
     if lines.len() == 0:
         return pl.DataFrame(schema=schema)
-    payload = lines.str.join("\n").item().encode()
+    if payload is None:
+        payload = lines.str.join("\n").item().encode()
     try:
         parsed = pl.read_ndjson(io.BytesIO(payload), schema=schema)
     except pl.exceptions.PolarsError:
@@ -214,15 +220,18 @@ def _event_lines(data: bytes, source_file: str, first_line: int = 1) -> pl.DataF
         pl.when(pl.lit(pl.Series(bad_utf8))).then(pl.lit("invalid_utf8")).otherwise(why)
     ).to_series()
     ok = why.is_null()
-    parsed = parse_objects(lines.filter(ok), EVENT_FIELDS)
-    # Scatter the parsed fields back to the lines they came from.
-    at = pl.Series(np.flatnonzero(ok.to_numpy()), dtype=pl.Int64)
-    fields = [
-        pl.Series(f, [None] * lines.len(), dtype=pl.String).scatter(at, parsed[f])
-        if at.len()
-        else pl.Series(f, [None] * lines.len(), dtype=pl.String)
-        for f in EVENT_FIELDS
-    ]
+    if ok.all():  # every line parses: no filtering, no scattering back
+        fields = parse_objects(lines, EVENT_FIELDS, payload=data).get_columns()
+    else:
+        parsed = parse_objects(lines.filter(ok), EVENT_FIELDS)
+        # Scatter the parsed fields back to the lines they came from.
+        at = pl.Series(np.flatnonzero(ok.to_numpy()), dtype=pl.Int64)
+        fields = [
+            pl.Series(f, [None] * lines.len(), dtype=pl.String).scatter(at, parsed[f])
+            if at.len()
+            else pl.Series(f, [None] * lines.len(), dtype=pl.String)
+            for f in EVENT_FIELDS
+        ]
     frame = pl.DataFrame([lines, *fields, why.alias("_parse_error")]).with_columns(
         _parse_detail=pl.col("_parse_error").replace_strict(_PARSE_DETAIL, default=None),
         _source_file=pl.lit(source_file),
