@@ -11,7 +11,9 @@
 {%- set knowledge = knowledge_date_range() %}
 {%- set lookback_days = var('recency_lookback_days') | int %}
 
-with user_events as (
+-- Materialized once: it feeds three aggregations below, and an inlined CTE would repeat the
+-- events x as-of dates join (the largest intermediate of the whole graph) for each of them.
+with user_events as materialized (
 
     select * from {{ ref('int_user_events_as_of') }}
 
