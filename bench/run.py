@@ -1,7 +1,8 @@
 """Benchmark refinery against the DuckDB floor, pandas and Evidently (`make bench`).
 
-    uv run python -m bench.run [--sizes S,M] [--repeats 2] [--incremental 30,90] [--work DIR]
+    uv run python -m bench.run [--sizes S,M,L] [--repeats 1] [--incremental 30,90] [--work DIR]
     uv run python -m bench.run --sizes "" --incremental 30,90   # only the add-a-day test
+    uv run python -m bench.run --sizes XS --incremental ""      # smoke test of the harness
 
 For each size it generates landing data with refinery-synth (clean: --fault-rate 0, so that the
 hand-written floor and pandas, which do not validate, compute on the same rows), then:
@@ -15,10 +16,11 @@ hand-written floor and pandas, which do not validate, compute on the same rows),
 Each repeat starts from an empty lake (landing data is reused). Results go to
 <work>/results.json and a Markdown table on stdout; docs/BENCHMARKS.md records measured runs.
 
-Sizes (events are totals over the arrival days, see docs/BENCHMARKS.md):
-  S  30 days x ~3,333 events/day (100k events),  1,000 users
-  M  30 days x ~33,333 events/day (1M events),   10,000 users
-  L  M's 30 days of history, then one arrival day of 10M events (the stages time that day)
+Sizes (issue #5; events per arrival day, about 10 per user per day):
+  S  30 days x 100k events/day (3M events),   10,000 users
+  M  30 days x 1M events/day (30M events),   100,000 users
+  L  M's 30 days as history, then one arrival day of 10M events (the stages time that day);
+     when M runs first in the same invocation, L builds on M's lake instead of rebuilding it
 """
 
 from __future__ import annotations
@@ -65,11 +67,12 @@ class Size:
 
 
 SIZES = {
-    "XS": Size("XS", users=200, events_per_day=500),  # smoke test of the harness only
-    "S": Size("S", users=1_000, events_per_day=3_333),
-    "M": Size("M", users=10_000, events_per_day=33_333),
-    "L": Size("L", users=10_000, events_per_day=33_333, big_day_events=10_000_000),
+    "XS": Size("XS", users=200, events_per_day=2_000),  # smoke test of the harness only
+    "S": Size("S", users=10_000, events_per_day=100_000),
+    "M": Size("M", users=100_000, events_per_day=1_000_000),
+    "L": Size("L", users=100_000, events_per_day=1_000_000, big_day_events=10_000_000),
 }
+ORDER = ("XS", "S", "M", "L")  # L can build on M's lake, so M runs first
 
 
 def day(offset: int) -> date:
@@ -265,24 +268,37 @@ def check_equal(lake_root: Path, other: Path, first: date, last: date, what: str
     return checks
 
 
-def bench_size(size: Size, work: Path, repeats: int, pandas_gb: float, keep: bool) -> dict:
+def bench_size(
+    size: Size, work: Path, repeats: int, pandas_gb: float, keep: bool, history: Path | None = None
+) -> dict:
+    """Benchmark one size. `history`: the data dir of a finished run of the same users and
+    events per day (M for L), whose landing data and 30-day lake L builds on."""
     data_dir = work / size.name
     home = work / f"{size.name}-dagster-home"
     logs = work / "logs"
     logs.mkdir(parents=True, exist_ok=True)
     result: dict = {"size": size.name, "users": size.users, "events_per_day": size.events_per_day}
 
-    say(f"{size.name}: generating {HISTORY_DAYS} days x {size.events_per_day:,} events/day")
-    result["synth_seconds"] = round(
-        synth(data_dir, 0, HISTORY_DAYS, size.users, size.events_per_day), 1
-    )
     first, last = day(0), day(HISTORY_DAYS - 1)
+    if history is not None:
+        say(f"{size.name}: building on the {HISTORY_DAYS}-day lake of {history.name}")
+        shutil.rmtree(data_dir, ignore_errors=True)
+        shutil.rmtree(home, ignore_errors=True)
+        history.rename(data_dir)
+        (history.parent / f"{history.name}-dagster-home").rename(home)
+        result["history_from"] = history.name
+    else:
+        say(f"{size.name}: generating {HISTORY_DAYS} days x {size.events_per_day:,} events/day")
+        result["synth_seconds"] = round(
+            synth(data_dir, 0, HISTORY_DAYS, size.users, size.events_per_day), 1
+        )
     if size.big_day_events:
         # history through the platform once (untimed), then the big day is what we measure
-        fresh_lake(data_dir, home)
-        say(f"{size.name}: building the {HISTORY_DAYS}-day history through the platform")
-        for stage in ("bronze", "silver", "gold"):
-            platform_stage(stage, data_dir, home, first, last, logs, f"{size.name}-history")
+        if history is None:
+            fresh_lake(data_dir, home)
+            say(f"{size.name}: building the {HISTORY_DAYS}-day history through the platform")
+            for stage in ("bronze", "silver", "gold"):
+                platform_stage(stage, data_dir, home, first, last, logs, f"{size.name}-history")
         say(f"{size.name}: generating one arrival day of {size.big_day_events:,} events")
         result["synth_big_day_seconds"] = round(
             synth(data_dir, HISTORY_DAYS, 1, size.users, size.big_day_events), 1
@@ -408,12 +424,14 @@ def markdown(results: dict) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--sizes", default="S,M", help="comma-separated: S, M, L (default S,M)")
-    parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--sizes", default="S,M,L", help="comma-separated: S, M, L (default all)")
+    parser.add_argument("--repeats", type=int, default=1)
     parser.add_argument(
-        "--incremental", default="", help="history lengths for the add-a-day test, e.g. 30,90"
+        "--incremental",
+        default="30,90",
+        help="history lengths for the add-a-day test ('' to skip; default 30,90)",
     )
-    parser.add_argument("--incremental-events-per-day", type=int, default=10_000)
+    parser.add_argument("--incremental-events-per-day", type=int, default=100_000)
     parser.add_argument("--work", type=Path, default=Path("/tmp/refinery-bench"))
     parser.add_argument("--pandas-memory-gb", type=float, default=12.0)
     parser.add_argument("--keep", action="store_true", help="keep generated data and lakes")
@@ -423,6 +441,7 @@ def main() -> None:
     unknown = [s for s in sizes if s not in SIZES]
     if unknown:
         raise SystemExit(f"unknown size(s) {unknown}; choose from {sorted(SIZES)}")
+    sizes = sorted(set(sizes), key=ORDER.index)
     args.work.mkdir(parents=True, exist_ok=True)
     ensure_peer_env()
     os.environ.pop("DAGSTER_HOME", None)  # each stage process gets its own temp home
@@ -439,13 +458,22 @@ def main() -> None:
     results["import_overhead"] = import_overhead(args.work)
     results["sizes"] = []
     for name in sizes:
+        size = SIZES[name]
+        reuse = "M" if name == "L" and "M" in sizes else None
+        keep_data = args.keep or (name == "M" and "L" in sizes)
+        history = args.work / reuse if reuse else None
         results["sizes"].append(
-            bench_size(SIZES[name], args.work, args.repeats, args.pandas_memory_gb, args.keep)
+            bench_size(size, args.work, args.repeats, args.pandas_memory_gb, keep_data, history)
         )
         (args.work / "results.json").write_text(json.dumps(results, indent=1, default=str))
     if args.incremental:
         results["incremental"] = [
-            bench_incremental(int(h), args.work, 3_000, args.incremental_events_per_day)
+            bench_incremental(
+                int(h),
+                args.work,
+                max(args.incremental_events_per_day // 10, 100),
+                args.incremental_events_per_day,
+            )
             for h in args.incremental.split(",")
         ]
     (args.work / "results.json").write_text(json.dumps(results, indent=1, default=str))
