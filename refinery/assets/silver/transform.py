@@ -212,7 +212,11 @@ def keep_first_arrivals(
     frame = keys.to_frame() if isinstance(keys, pl.Series) else keys
     keep = frame.select(pl.struct(frame.columns).is_first_distinct()).to_series()
     if prior is not None and prior.len():
-        keep = keep & ~frame.to_series(0).is_in(prior.implode())
+        ids = frame.to_series(0)
+        # is_in hashes its right side: hash the day's ids and probe the (larger) look-back ids,
+        # then test the day against the few ids found there.
+        seen = prior.filter(prior.is_in(ids.implode()))
+        keep = keep & ~ids.is_in(seen.implode())
     return keep.alias("keep")
 
 
