@@ -1,7 +1,8 @@
 """The gold layer: the dbt-duckdb project as partitioned Dagster assets, then Parquet marts.
 
 The partition key is the knowledge (arrival) date. One run covers a range of them (a backfill is
-one dbt invocation: BackfillPolicy.single_run), which dbt turns into the as-of dates it rebuilds.
+one dbt invocation: BackfillPolicy.single_run, so `dagster asset materialize --partition-range`
+works), which dbt turns into the as-of dates it rebuilds.
 """
 
 import functools
@@ -143,6 +144,14 @@ class GoldTranslator(DagsterDbtTranslator):
 
 
 gold_translator = GoldTranslator(settings=DagsterDbtTranslatorSettings(enable_asset_checks=True))
+
+
+# Every event meets each as-of date whose 30-day window holds it, so one dbt run over N dates joins
+# up to 30 x N days of events. Measured at 1M events/day (docs/BENCHMARKS.md): 30 dates in one run
+# ran DuckDB out of its 6 GB; 7 dates with full windows take 290 s and fit. At that volume, backfill
+# in ranges of at most this many dates (README); the benchmark does. Chunking inside the asset is
+# the open fix: a multi-run BackfillPolicy would break `--partition-range` on the CLI.
+MAX_DATES_PER_RUN = 7
 
 
 @dbt_assets(
