@@ -75,46 +75,35 @@ def run_stage(stage: str, first: date, last: date, training_config: dict) -> dic
         runs.append({"run": label, "seconds": round(seconds, 3), "steps": step_seconds(result)})
 
     ingest = defs.resolve_job_def("ingest_job")
+
+    def ingest_run(label: str, **kwargs) -> None:
+        timed(
+            label,
+            lambda: ingest.execute_in_process(
+                instance=instance, run_config=quiet, raise_on_error=False, **kwargs
+            ),
+        )
+
     if stage in ("bronze", "silver"):
         selection = [AssetKey([stage, t]) for t in TABLES]
         for day in days(first, last):
-            timed(
-                day,
-                lambda day=day: ingest.execute_in_process(
-                    partition_key=day,
-                    instance=instance,
-                    asset_selection=selection,
-                    run_config=quiet,
-                    raise_on_error=False,
-                ),
-            )
+            ingest_run(day, partition_key=day, asset_selection=selection)
     elif stage == "ingest":
         # what landing_sensor requests for a new arrival date: bronze, silver and gold in one run
         for day in days(first, last):
-            timed(
-                day,
-                lambda day=day: ingest.execute_in_process(
-                    partition_key=day, instance=instance, run_config=quiet, raise_on_error=False
-                ),
-            )
+            ingest_run(day, partition_key=day)
     elif stage == "gold":
         # a week of dates per run, the README's guidance for gold backfills at 1M events/day
         dates = days(first, last)
         for start in range(0, len(dates), MAX_DATES_PER_RUN):
             chunk = dates[start : start + MAX_DATES_PER_RUN]
-            tags = {
-                "dagster/asset_partition_range_start": chunk[0],
-                "dagster/asset_partition_range_end": chunk[-1],
-            }
-            timed(
+            ingest_run(
                 f"{chunk[0]}..{chunk[-1]}",
-                lambda tags=tags: ingest.execute_in_process(
-                    instance=instance,
-                    asset_selection=GOLD_KEYS,
-                    tags=tags,
-                    run_config=quiet,
-                    raise_on_error=False,
-                ),
+                asset_selection=GOLD_KEYS,
+                tags={
+                    "dagster/asset_partition_range_start": chunk[0],
+                    "dagster/asset_partition_range_end": chunk[-1],
+                },
             )
     elif stage == "training":
         job = defs.resolve_job_def("training_set_job")

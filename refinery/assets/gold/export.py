@@ -60,7 +60,7 @@ def export_marts(
                     f"run `dbt build --select {model}` for the needed dates first."
                 )
             rows_per_model[model] = sum(
-                _export_dates(warehouse, gold_dir, model, list(as_of_dates[i : i + DATES_PER_QUERY]))
+                _export_dates(warehouse, gold_dir, model, as_of_dates[i : i + DATES_PER_QUERY])
                 for i in range(0, len(as_of_dates), DATES_PER_QUERY)
             )
     return rows_per_model
@@ -85,7 +85,7 @@ def _export_dates(
     for as_of_date in as_of_dates:
         target = mart_file(gold_dir, model, as_of_date)
         day_frame = by_date.pop(as_of_date, None)
-        if day_frame is None or day_frame.is_empty():
+        if day_frame is None:  # partition_by yields no empty frames: no rows for this date
             target.unlink(missing_ok=True)
             if target.parent.exists() and not any(target.parent.iterdir()):
                 target.parent.rmdir()
