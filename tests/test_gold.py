@@ -7,6 +7,7 @@ One module-scoped story in two Dagster runs (each one `dbt build`; dbt costs ~10
 """
 
 from datetime import UTC, date, datetime, timedelta
+from itertools import pairwise
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -18,7 +19,10 @@ from dagster import AssetKey, materialize
 from refinery.assets.gold import dbt_resource, export_marts, gold_assets, gold_dbt_models
 from refinery.assets.gold.assets import (
     MARTS,
+    BuildEvents,
     as_of_dates_for,
+    build_ranges,
+    dates_per_build,
     dbt_build_args,
     knowledge_date_range,
     label_delay_days,
@@ -244,6 +248,78 @@ def test_dagster_runs_dbt_and_reports_tests_as_asset_checks(story):
     )
     delay = timedelta(days=label_delay_days())
     assert labels.metadata["as_of_dates"].value == f"{D - delay}..{LAST_KNOWLEDGE_DAY - delay}"
+
+
+def mart_files(root: Path) -> dict[str, bytes]:
+    gold = LakePaths(root).lake / "gold"
+    return {
+        str(path.relative_to(gold)): path.read_bytes() for path in sorted(gold.rglob("*.parquet"))
+    }
+
+
+def test_a_range_built_a_few_dates_at_a_time_equals_one_build(tmp_path, monkeypatch):
+    """A long backfill is one run of several dbt builds (memory); the marts must not notice."""
+    published = {}
+    for per_build in ("5", "15"):  # 15 knowledge dates: three builds, then one
+        root = tmp_path / f"per_build_{per_build}"
+        monkeypatch.setenv("REFINERY_DATA_DIR", str(root))
+        monkeypatch.setenv("REFINERY_GOLD_DATES_PER_BUILD", per_build)
+        write_silver(root, until=LAST_DAY)
+        run = run_gold(root, FIRST_DAY, LAST_KNOWLEDGE_DAY)
+        assert run.success
+        checks = run.get_asset_check_evaluations()
+        # each dbt test reported once for the run, folded over its builds
+        assert len(checks) == len({(c.asset_key, c.check_name) for c in checks})
+        assert len(checks) == len(list(gold_dbt_models.check_specs))
+        assert all(check.passed for check in checks)
+        published[per_build] = mart_files(root)
+    assert len(published["5"]) > 20
+    assert published["5"] == published["15"]
+
+
+def test_build_ranges_cover_the_run_in_order_without_gaps():
+    first = date(2025, 1, 1)
+    for days in range(1, 20):
+        last = first + (days - 1) * DAY
+        for size in (1, 2, 7, 30):
+            ranges = build_ranges(first, last, size)
+            assert ranges[0][0] == first and ranges[-1][1] == last
+            assert all(start <= end and (end - start).days < size for start, end in ranges)
+            assert all(b[0] - a[1] == DAY for a, b in pairwise(ranges))
+            assert len(ranges) == -(-days // size)
+    with pytest.raises(ValueError, match="at least one date"):
+        build_ranges(first, first, 0)
+
+
+def test_dates_per_build_reads_the_environment_and_rejects_nonsense(monkeypatch):
+    monkeypatch.delenv("REFINERY_GOLD_DATES_PER_BUILD", raising=False)
+    assert dates_per_build() == 7
+    monkeypatch.setenv("REFINERY_GOLD_DATES_PER_BUILD", "30")
+    assert dates_per_build() == 30
+    for bad in ("0", "-1", "a week", ""):
+        monkeypatch.setenv("REFINERY_GOLD_DATES_PER_BUILD", bad)
+        with pytest.raises(ValueError, match="REFINERY_GOLD_DATES_PER_BUILD"):
+            dates_per_build()
+
+
+def test_a_check_that_fails_in_any_build_fails_for_the_run():
+    from dagster import AssetCheckResult, Output
+
+    key = AssetKey(["gold", "user_daily_features"])
+    weeks = [(date(2025, 1, 1), date(2025, 1, 7)), (date(2025, 1, 8), date(2025, 1, 14))]
+    folded = BuildEvents()
+    for week, passed in zip(weeks, (False, True)):
+        folded.add(Output(None, output_name="features", metadata={"week": str(week[0])}), week)
+        folded.add(AssetCheckResult(asset_key=key, check_name="unique", passed=passed), week)
+        folded.add(AssetCheckResult(asset_key=key, check_name="not_null", passed=True), week)
+    upstream, marts = folded.split(lambda event: True)
+    assert upstream == []
+    outputs = [e for e in marts if isinstance(e, Output)]
+    assert [o.metadata["week"].value for o in outputs] == ["2025-01-08"]
+    checks = {e.check_name: e for e in marts if isinstance(e, AssetCheckResult)}
+    assert not checks["unique"].passed and checks["not_null"].passed
+    assert checks["unique"].metadata["failed_knowledge_dates"].value == "2025-01-01..2025-01-07"
+    assert marts.index(outputs[0]) < min(marts.index(c) for c in checks.values())
 
 
 def test_gold_asset_keys_groups_and_silver_dependencies():

@@ -1,13 +1,14 @@
 """The gold layer: the dbt-duckdb project as partitioned Dagster assets, then Parquet marts.
 
 The partition key is the knowledge (arrival) date. One run covers a range of them (a backfill is
-one dbt invocation: BackfillPolicy.single_run, so `dagster asset materialize --partition-range`
-works), which dbt turns into the as-of dates it rebuilds.
+one run: BackfillPolicy.single_run, so `dagster asset materialize --partition-range` works); the
+run builds the range with one `dbt build` per week of dates, which dbt turns into the as-of dates
+it rebuilds.
 """
 
 import functools
 import os
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
@@ -146,12 +147,69 @@ class GoldTranslator(DagsterDbtTranslator):
 gold_translator = GoldTranslator(settings=DagsterDbtTranslatorSettings(enable_asset_checks=True))
 
 
-# Every event meets each as-of date whose 30-day window holds it, so one dbt run over N dates joins
-# up to 30 x N days of events. Measured at 1M events/day (docs/BENCHMARKS.md): 30 dates in one run
-# ran DuckDB out of its 6 GB; 7 dates with full windows take 290 s and fit. At that volume, backfill
-# in ranges of at most this many dates (README); the benchmark does. Chunking inside the asset is
-# the open fix: a multi-run BackfillPolicy would break `--partition-range` on the CLI.
-MAX_DATES_PER_RUN = 7
+# Every event meets each as-of date whose 30-day window holds it, so one dbt build over N dates
+# joins up to 30 x N days of events. Measured at 1M events/day (docs/BENCHMARKS.md): 30 dates in
+# one build ran DuckDB out of its 6 GB; 7 dates with full windows fit. A run over a longer range
+# (a CLI or UI backfill is one run: single_run policy) therefore builds the range a week of
+# knowledge dates at a time, in date order. Labels of knowledge date K are for as-of K - 10, whose
+# features an earlier build wrote, so the weeks give the same marts as one build would.
+# REFINERY_GOLD_DATES_PER_BUILD changes the size, e.g. with a larger REFINERY_DUCKDB_MEMORY_LIMIT.
+DEFAULT_DATES_PER_BUILD = 7
+
+
+def dates_per_build() -> int:
+    raw = os.environ.get("REFINERY_GOLD_DATES_PER_BUILD", str(DEFAULT_DATES_PER_BUILD))
+    if not raw.strip().isdigit() or int(raw) < 1:
+        raise ValueError(
+            f"REFINERY_GOLD_DATES_PER_BUILD must be a whole number of dates >= 1, got {raw!r}"
+        )
+    return int(raw)
+
+
+def build_ranges(min_date: date, max_date: date, size: int) -> list[tuple[date, date]]:
+    """Consecutive inclusive ranges of at most `size` dates covering [min_date, max_date]."""
+    if size < 1:
+        raise ValueError(f"a build range holds at least one date, got {size}")
+    ranges = []
+    start = min_date
+    while start <= max_date:
+        end = min(start + timedelta(days=size - 1), max_date)
+        ranges.append((start, end))
+        start = end + timedelta(days=1)
+    return ranges
+
+
+class BuildEvents:
+    """The Dagster events of several `dbt build` invocations folded into one step's worth.
+
+    A step may report each output and each check once. Per model, the last build's output stands
+    for the run; per dbt test, the check passes only if it passed in every build, and a failure
+    keeps the metadata of the first build it failed in, labelled with that build's dates.
+    """
+
+    def __init__(self) -> None:
+        self.outputs: dict[str, Output] = {}
+        self.checks: dict[tuple[AssetKey | None, str | None], AssetCheckResult] = {}
+        self.others: list[Any] = []
+
+    def add(self, event: Any, dates: tuple[date, date]) -> None:
+        if isinstance(event, Output):
+            self.outputs[event.output_name] = event
+        elif isinstance(event, AssetCheckResult):
+            key = (event.asset_key, event.check_name)
+            earlier = self.checks.get(key)
+            if not event.passed:
+                label = f"{dates[0].isoformat()}..{dates[1].isoformat()}"
+                event = event.with_metadata({**event.metadata, "failed_knowledge_dates": label})
+            if earlier is None or (earlier.passed and not event.passed):
+                self.checks[key] = event
+        else:
+            self.others.append(event)
+
+    def split(self, is_mart: Callable[[Any], bool]) -> tuple[list[Any], list[Any]]:
+        """(events upstream of the marts, mart events); checks after the outputs they check."""
+        events = [*self.others, *self.outputs.values(), *self.checks.values()]
+        return [e for e in events if not is_mart(e)], [e for e in events if is_mart(e)]
 
 
 @dbt_assets(
@@ -163,25 +221,38 @@ MAX_DATES_PER_RUN = 7
     dagster_dbt_translator=gold_translator,
 )
 def gold_dbt_models(context: AssetExecutionContext, dbt: DbtCliResource):
-    """`dbt build` over the run's knowledge dates, then the marts' as-of dates go to Parquet.
+    """`dbt build` over the run's knowledge dates (a week per build), then the marts' as-of dates
+    go to Parquet.
 
-    Mart outputs (and their dbt test results) are held back until the export has run, so their
-    materializations carry the row counts and file paths of what was published.
+    Outputs and dbt test results are folded over the builds (BuildEvents) and reported when the
+    builds are done; mart outputs (and their tests) wait for the export, so their
+    materializations carry the row counts and file paths of what was published. If a build
+    fails (a blocking dbt test, an error), the results upstream of the marts are reported and the
+    run fails before anything is exported.
     """
     min_date, max_date = knowledge_date_range(*context.partition_time_window)
     lake = LakePaths(data_dir_from_env())
     mart_keys = {AssetKey(["gold", model]): model for model in MARTS}
     selected_marts = [mart_keys[key] for key in context.selected_asset_keys if key in mart_keys]
-    held_back: list[Output | AssetCheckResult] = []
+    ranges = build_ranges(min_date, max_date, dates_per_build())
+    folded = BuildEvents()
 
-    with data_dir_for_dbt(lake.root):
-        invocation = dbt.cli(dbt_build_args(min_date, max_date), context=context)
-        for event in invocation.stream():
-            if _event_asset_key(context, event) in mart_keys:
-                held_back.append(event)
-            else:
-                yield event
+    def is_mart(event: Any) -> bool:
+        return _event_asset_key(context, event) in mart_keys
 
+    try:
+        with data_dir_for_dbt(lake.root):
+            for dates in ranges:
+                invocation = dbt.cli(dbt_build_args(*dates), context=context)
+                for event in invocation.stream():
+                    folded.add(event, dates)
+    except Exception:
+        # as a failed single build always did: report what is upstream of the marts, export none
+        yield from folded.split(is_mart)[0]
+        raise
+
+    upstream, held_back = folded.split(is_mart)
+    yield from upstream
     mart_metadata = {
         model: export_mart_metadata(lake, model, min_date, max_date)
         for model in sorted(selected_marts)
