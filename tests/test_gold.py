@@ -15,17 +15,21 @@ import duckdb
 import polars as pl
 import pytest
 from dagster import AssetKey, materialize
+from hypothesis import given
+from hypothesis import strategies as st
 
+from refinery.assets.gold import assets as gold_module
 from refinery.assets.gold import dbt_resource, export_marts, gold_assets, gold_dbt_models
 from refinery.assets.gold.assets import (
     MARTS,
     BuildEvents,
     as_of_dates_for,
     build_ranges,
-    dates_per_build,
     dbt_build_args,
     knowledge_date_range,
     label_delay_days,
+    memory_limit_gb,
+    plan_builds,
 )
 from refinery.assets.gold.export import mart_file
 from refinery.resources.lake import LakePaths
@@ -277,29 +281,61 @@ def test_a_range_built_a_few_dates_at_a_time_equals_one_build(tmp_path, monkeypa
     assert published["5"] == published["15"]
 
 
-def test_build_ranges_cover_the_run_in_order_without_gaps():
+@given(
+    days=st.integers(1, 40),
+    costs=st.lists(st.integers(0, 50), min_size=40, max_size=40),
+    budget=st.integers(1, 200),
+)
+def test_build_ranges_cover_the_run_in_order_within_budget(days, costs, budget):
     first = date(2025, 1, 1)
-    for days in range(1, 20):
-        last = first + (days - 1) * DAY
-        for size in (1, 2, 7, 30):
-            ranges = build_ranges(first, last, size)
-            assert ranges[0][0] == first and ranges[-1][1] == last
-            assert all(start <= end and (end - start).days < size for start, end in ranges)
-            assert all(b[0] - a[1] == DAY for a, b in pairwise(ranges))
-            assert len(ranges) == -(-days // size)
-    with pytest.raises(ValueError, match="at least one date"):
-        build_ranges(first, first, 0)
+    last = first + (days - 1) * DAY
+
+    def cost(day: date) -> int:
+        return costs[(day - first).days]
+
+    ranges = build_ranges(first, last, cost, budget)
+    assert ranges[0][0] == first and ranges[-1][1] == last
+    assert all(b[0] - a[1] == DAY for a, b in pairwise(ranges))
+    for start, end in ranges:
+        spent = sum(cost(start + i * DAY) for i in range((end - start).days + 1))
+        # over budget only when one date alone is
+        assert spent <= budget or start == end
+    # greedy: a range ends only because the next date would not fit
+    for (start, end), (following, _) in pairwise(ranges):
+        spent = sum(cost(start + i * DAY) for i in range((end - start).days + 1))
+        assert spent + cost(following) > budget
 
 
-def test_dates_per_build_reads_the_environment_and_rejects_nonsense(monkeypatch):
+def test_builds_follow_silver_volume_and_memory_or_a_fixed_size(tmp_path, monkeypatch):
+    lake = LakePaths(tmp_path)
+    first = date(2025, 1, 1)
+    for offset in range(40):
+        day = (first + offset * DAY).isoformat()
+        path = lake.partition_dir("silver", "events", day) / "part-0.parquet"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        pl.DataFrame({"event_id": [f"{day}-{i}" for i in range(10)]}).write_parquet(path)
     monkeypatch.delenv("REFINERY_GOLD_DATES_PER_BUILD", raising=False)
-    assert dates_per_build() == 7
-    monkeypatch.setenv("REFINERY_GOLD_DATES_PER_BUILD", "30")
-    assert dates_per_build() == 30
+    run = (first + 30 * DAY, first + 39 * DAY)  # full 30-day windows: 300 pairs per date
+    monkeypatch.setattr(gold_module, "PAIRS_PER_GB", 1000)
+    monkeypatch.setenv("REFINERY_DUCKDB_MEMORY_LIMIT", "1GB")  # 1000 pairs: 3 dates a build
+    assert [(b - a).days + 1 for a, b in plan_builds(lake, *run)] == [3, 3, 3, 1]
+    monkeypatch.setenv("REFINERY_DUCKDB_MEMORY_LIMIT", "2000MB")  # 2000 pairs: 6 dates
+    assert [(b - a).days + 1 for a, b in plan_builds(lake, *run)] == [6, 4]
+    monkeypatch.setenv("REFINERY_GOLD_DATES_PER_BUILD", "4")
+    assert [(b - a).days + 1 for a, b in plan_builds(lake, *run)] == [4, 4, 2]
     for bad in ("0", "-1", "a week", ""):
         monkeypatch.setenv("REFINERY_GOLD_DATES_PER_BUILD", bad)
         with pytest.raises(ValueError, match="REFINERY_GOLD_DATES_PER_BUILD"):
-            dates_per_build()
+            plan_builds(lake, *run)
+
+
+def test_memory_limit_is_read_as_duckdb_reads_it():
+    assert memory_limit_gb("6GB") == 6
+    assert memory_limit_gb("512MB") == 0.512
+    assert round(memory_limit_gb("8GiB"), 3) == 8.59
+    for bad in ("6", "lots", "6 parsecs", "-1GB"):
+        with pytest.raises(ValueError, match="REFINERY_DUCKDB_MEMORY_LIMIT"):
+            memory_limit_gb(bad)
 
 
 def test_a_check_that_fails_in_any_build_fails_for_the_run():

@@ -2,12 +2,13 @@
 
 The partition key is the knowledge (arrival) date. One run covers a range of them (a backfill is
 one run: BackfillPolicy.single_run, so `dagster asset materialize --partition-range` works); the
-run builds the range with one `dbt build` per week of dates, which dbt turns into the as-of dates
-it rebuilds.
+run builds the range in as few `dbt build`s as DuckDB's memory allows (plan_builds), which dbt
+turns into the as-of dates it rebuilds.
 """
 
 import functools
 import os
+import re
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import date, datetime, timedelta, timezone
@@ -15,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import polars as pl
+import pyarrow.parquet as pq
 import yaml
 from dagster import (
     AssetCheckResult,
@@ -36,7 +38,7 @@ from refinery.assets.gold.export import export_marts, mart_file
 from refinery.assets.metadata import quality_measures
 from refinery.contracts.gold import gold_contract
 from refinery.partitions import daily_partitions
-from refinery.resources.lake import LakePaths, data_dir_from_env
+from refinery.resources.lake import LakePaths, data_dir_from_env, env_int
 
 DBT_PROJECT_DIR = Path(__file__).resolve().parents[3] / "dbt_project"
 FEATURE_MART = "user_daily_features"
@@ -147,36 +149,73 @@ class GoldTranslator(DagsterDbtTranslator):
 gold_translator = GoldTranslator(settings=DagsterDbtTranslatorSettings(enable_asset_checks=True))
 
 
-# Every event meets each as-of date whose 30-day window holds it, so one dbt build over N dates
-# joins up to 30 x N days of events. Measured at 1M events/day (docs/BENCHMARKS.md): 30 dates in
-# one build ran DuckDB out of its 6 GB; 7 dates with full windows fit. A run over a longer range
-# (a CLI or UI backfill is one run: single_run policy) therefore builds the range a week of
-# knowledge dates at a time, in date order. Labels of knowledge date K are for as-of K - 10, whose
-# features an earlier build wrote, so the weeks give the same marts as one build would.
-# REFINERY_GOLD_DATES_PER_BUILD changes the size, e.g. with a larger REFINERY_DUCKDB_MEMORY_LIMIT.
-DEFAULT_DATES_PER_BUILD = 7
+# Every event meets each as-of date whose 30-day window holds it, so a dbt build over N dates
+# joins about N x 30 days of events. Measured at 1M events/day with DuckDB capped at 6 GB
+# (docs/BENCHMARKS.md): 7 dates in one build (~210M event x as-of date pairs) fit, 30 dates
+# (~900M) ran out of memory. A run over a long range (a CLI or UI backfill is one run: single_run
+# policy) is therefore built in consecutive ranges of knowledge dates, in date order, each as
+# long as the pairs it joins (counted from silver's row counts) fit the memory limit. Labels of
+# knowledge date K are for as-of K - 10, whose features an earlier build wrote, so the ranges
+# publish the same marts as one build would. REFINERY_GOLD_DATES_PER_BUILD fixes the size instead.
+PAIRS_PER_GB = 30_000_000
+_MEMORY_UNITS = {"kb": 1e3, "mb": 1e6, "gb": 1e9, "tb": 1e12}
+_MEMORY_UNITS |= {"kib": 2**10, "mib": 2**20, "gib": 2**30, "tib": 2**40}
 
 
-def dates_per_build() -> int:
-    raw = os.environ.get("REFINERY_GOLD_DATES_PER_BUILD", str(DEFAULT_DATES_PER_BUILD))
-    if not raw.strip().isdigit() or int(raw) < 1:
+def memory_limit_gb(raw: str | None = None) -> float:
+    """DuckDB's memory_limit of the dbt profile (REFINERY_DUCKDB_MEMORY_LIMIT, default 6GB)."""
+    raw = raw if raw is not None else os.environ.get("REFINERY_DUCKDB_MEMORY_LIMIT", "6GB")
+    match = re.fullmatch(r"\s*([0-9]+(?:\.[0-9]+)?)\s*([a-zA-Z]+)\s*", raw)
+    if not match or match.group(2).lower() not in _MEMORY_UNITS:
         raise ValueError(
-            f"REFINERY_GOLD_DATES_PER_BUILD must be a whole number of dates >= 1, got {raw!r}"
+            f"REFINERY_DUCKDB_MEMORY_LIMIT={raw!r}: use a size DuckDB reads, e.g. 6GB or 8GiB"
         )
-    return int(raw)
+    return float(match.group(1)) * _MEMORY_UNITS[match.group(2).lower()] / 1e9
 
 
-def build_ranges(min_date: date, max_date: date, size: int) -> list[tuple[date, date]]:
-    """Consecutive inclusive ranges of at most `size` dates covering [min_date, max_date]."""
-    if size < 1:
-        raise ValueError(f"a build range holds at least one date, got {size}")
-    ranges = []
-    start = min_date
-    while start <= max_date:
-        end = min(start + timedelta(days=size - 1), max_date)
-        ranges.append((start, end))
-        start = end + timedelta(days=1)
+def build_ranges(
+    min_date: date, max_date: date, cost: Callable[[date], int], budget: int
+) -> list[tuple[date, date]]:
+    """Consecutive inclusive ranges covering [min_date, max_date], each as long as the summed
+    cost of its dates stays within the budget (at least one date per range)."""
+    ranges: list[tuple[date, date]] = []
+    start, spent, day = min_date, 0, min_date
+    while day <= max_date:
+        day_cost = cost(day)
+        if day > start and spent + day_cost > budget:
+            ranges.append((start, day - timedelta(days=1)))
+            start, spent = day, 0
+        spent += day_cost
+        day += timedelta(days=1)
+    ranges.append((start, max_date))
     return ranges
+
+
+def plan_builds(lake: LakePaths, min_date: date, max_date: date) -> list[tuple[date, date]]:
+    """The dbt builds of a run over knowledge dates [min_date, max_date]."""
+    fixed = env_int("REFINERY_GOLD_DATES_PER_BUILD", 0)
+    if os.environ.get("REFINERY_GOLD_DATES_PER_BUILD") is not None and fixed < 1:
+        raise ValueError("REFINERY_GOLD_DATES_PER_BUILD must be a whole number of dates >= 1")
+    if fixed:
+        return build_ranges(min_date, max_date, lambda day: 1, fixed)
+    window = int(dbt_project_vars()["feature_window_days"])
+    rows = silver_event_rows(lake, min_date - timedelta(days=window - 1), max_date)
+
+    def pairs(as_of: date) -> int:
+        return sum(rows.get(as_of - timedelta(days=back), 0) for back in range(window))
+
+    return build_ranges(min_date, max_date, pairs, int(PAIRS_PER_GB * memory_limit_gb()))
+
+
+def silver_event_rows(lake: LakePaths, first: date, last: date) -> dict[date, int]:
+    """Rows of silver/events per arrival date, from the Parquet footers (no data is read)."""
+    rows = {}
+    for offset in range((last - first).days + 1):
+        day = first + timedelta(days=offset)
+        parts = lake.partition_parts("silver", "events", day.isoformat())
+        if parts:
+            rows[day] = sum(pq.read_metadata(part).num_rows for part in parts)
+    return rows
 
 
 class BuildEvents:
@@ -221,8 +260,8 @@ class BuildEvents:
     dagster_dbt_translator=gold_translator,
 )
 def gold_dbt_models(context: AssetExecutionContext, dbt: DbtCliResource):
-    """`dbt build` over the run's knowledge dates (a week per build), then the marts' as-of dates
-    go to Parquet.
+    """`dbt build` over the run's knowledge dates (in as many builds as memory needs), then the
+    marts' as-of dates go to Parquet.
 
     Outputs and dbt test results are folded over the builds (BuildEvents) and reported when the
     builds are done; mart outputs (and their tests) wait for the export, so their
@@ -234,7 +273,7 @@ def gold_dbt_models(context: AssetExecutionContext, dbt: DbtCliResource):
     lake = LakePaths(data_dir_from_env())
     mart_keys = {AssetKey(["gold", model]): model for model in MARTS}
     selected_marts = [mart_keys[key] for key in context.selected_asset_keys if key in mart_keys]
-    ranges = build_ranges(min_date, max_date, dates_per_build())
+    ranges = plan_builds(lake, min_date, max_date)
     folded = BuildEvents()
 
     def is_mart(event: Any) -> bool:
