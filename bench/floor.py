@@ -12,26 +12,54 @@ import argparse
 import json
 import sys
 import time
+from datetime import date, timedelta
 from pathlib import Path
 
 FLOOR_SQL = Path(__file__).with_name("floor.sql")
+BEGIN_PASS, END_PASS = "-- {{begin pass}}", "-- {{end pass}}"
+LABEL_DELAY_DAYS = 10  # the floor computes features from min_date - 10 on, for the labels
+DATES_PER_PASS = 7  # refinery's gold builds (refinery/assets/gold/assets.py), same memory cap
+
+
+def fill(sql: str, values: dict[str, str]) -> str:
+    for name, value in values.items():
+        sql = sql.replace("{{" + name + "}}", value)
+    return sql
 
 
 def render_floor_sql(
-    landing: Path, out_dir: Path, min_date: str, max_date: str, memory_limit: str = "6GB"
+    landing: Path,
+    out_dir: Path,
+    min_date: str,
+    max_date: str,
+    memory_limit: str = "6GB",
+    dates_per_pass: int = DATES_PER_PASS,
 ) -> str:
-    """floor.sql with its placeholders filled; the same memory cap refinery's dbt profile uses."""
+    """floor.sql with its placeholders filled and its per-pass block repeated for each run of
+    `dates_per_pass` as-of dates; the same memory cap refinery's dbt profile uses."""
+    if dates_per_pass < 1:
+        raise ValueError(f"dates_per_pass must be >= 1, got {dates_per_pass}")
+    text = FLOOR_SQL.read_text()
+    head, rest = text.split(BEGIN_PASS, 1)
+    block, tail = rest.split(END_PASS, 1)
+    first = date.fromisoformat(min_date) - timedelta(days=LABEL_DELAY_DAYS)
+    last = date.fromisoformat(max_date)
+    passes = []
+    while first <= last:
+        pass_last = min(first + timedelta(days=dates_per_pass - 1), last)
+        into = "insert into features" if passes else "create temp table features as"
+        values = {"pass_first": str(first), "pass_last": str(pass_last), "features_into": into}
+        passes.append(fill(block, values))
+        first = pass_last + timedelta(days=1)
     values = {
         "landing": str(Path(landing).resolve()),
         "out_dir": str(Path(out_dir).resolve()),
         "min_date": min_date,
         "max_date": max_date,
         "memory_limit": memory_limit,
+        "dates_per_pass": str(dates_per_pass),
     }
-    sql = FLOOR_SQL.read_text()
-    for name, value in values.items():
-        sql = sql.replace("{{" + name + "}}", value)
-    return sql
+    return fill(head + "".join(passes) + tail, values)
 
 
 def main() -> None:
@@ -40,6 +68,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--min-date", required=True)
     parser.add_argument("--max-date", required=True)
+    parser.add_argument("--dates-per-pass", type=int, default=DATES_PER_PASS)
     parser.add_argument("--json")
     args = parser.parse_args()
     started = time.perf_counter()
@@ -47,7 +76,9 @@ def main() -> None:
 
     import_seconds = time.perf_counter() - started
     args.out.mkdir(parents=True, exist_ok=True)
-    sql = render_floor_sql(args.landing, args.out, args.min_date, args.max_date)
+    sql = render_floor_sql(
+        args.landing, args.out, args.min_date, args.max_date, dates_per_pass=args.dates_per_pass
+    )
     started = time.perf_counter()
     with duckdb.connect() as con:
         con.execute(sql)

@@ -1,10 +1,10 @@
 -- The engine floor: landing files -> user_daily_features and training_examples in one DuckDB
 -- script. No orchestration, no validation, no quarantine, no intermediate files: what the same
 -- feature definitions cost when DuckDB does nothing else. Placeholders in double braces are
--- filled by bench/floor.py (landing dir, output dir, the run's knowledge dates). Semantics are
--- refinery's (DESIGN.md "Point-in-time correctness", dbt_project/models): a feature of (user, D)
--- sees events that arrived on or before D with event_date in (D-30, D], the CRM and catalogue
--- snapshot latest on or before D; the label of D is a purchase on D+1..D+7 that arrived by D+10.
+-- filled by bench/floor.py (landing dir, output dir, the run's knowledge dates, the passes).
+-- Semantics are refinery's (DESIGN.md "Point-in-time correctness", dbt_project/models): a
+-- feature of (user, D) sees events that arrived on or before D with event_date in (D-30, D],
+-- the CRM and catalogue snapshot latest on or before D; the label of D is a purchase on D+1..D+7 that arrived by D+10.
 -- It assumes clean landing data (the benchmark generates it with --fault-rate 0).
 
 set TimeZone = 'UTC';
@@ -86,7 +86,11 @@ select
         as products_snapshot
 from as_of_dates;
 
-create temp table user_events as
+-- One pass per {{dates_per_pass}} as-of dates, as refinery's gold run builds a week at a time:
+-- every event meets each as-of date whose window holds it, and all as-of dates at once exceed the
+-- memory cap at 1M events a day (40 as-of dates for 30 days). bench/floor.py repeats this block.
+-- {{begin pass}}
+create or replace temp table user_events as
 select
     a.as_of_date,
     e.user_id,
@@ -104,11 +108,12 @@ inner join as_of_dates as a
     on e.arrival_date <= a.as_of_date
     and e.event_date <= a.as_of_date
     and e.event_date > a.as_of_date - 30
+    and a.as_of_date between date '{{pass_first}}' and date '{{pass_last}}'
 inner join snapshot_of as s on s.as_of_date = a.as_of_date
 left join products as p
     on p.product_id = e.product_id and p.snapshot_date = s.products_snapshot;
 
-create temp table features as
+{{features_into}}
 with aggregates as (
     select
         user_id,
@@ -171,6 +176,7 @@ last_purchases as (
         on e.arrival_date <= a.as_of_date
         and e.event_date <= a.as_of_date
         and e.event_date > a.as_of_date - 90
+        and a.as_of_date between date '{{pass_first}}' and date '{{pass_last}}'
     where e.event_type = 'purchase'
     group by e.user_id, a.as_of_date
 )
@@ -220,6 +226,8 @@ left join favourite_categories as fc on fc.user_id = g.user_id and fc.as_of_date
 left join main_devices as md on md.user_id = g.user_id and md.as_of_date = g.as_of_date
 left join last_purchases as lp on lp.user_id = g.user_id and lp.as_of_date = g.as_of_date
 left join users as u on u.user_id = g.user_id and u.snapshot_date = s.users_snapshot;
+
+-- {{end pass}}
 
 copy (
     select * from features
