@@ -246,7 +246,9 @@ def run_pandas(
     else:
         tail = (logs / f"{tag}-pandas.log").read_text()[-300:]
         inner = {"status": "crashed", "detail": tail, "seconds": None}
-        if "MemoryError" in tail or "std::bad_alloc" in tail or "Cannot allocate" in tail:
+        # pandas' JSON parser reports an exhausted address space as "Could not reserve memory"
+        signs = ("MemoryError", "std::bad_alloc", "Cannot allocate", "Could not reserve memory")
+        if any(sign in tail for sign in signs):
             inner["status"] = "out_of_memory"
     return {
         **inner,
