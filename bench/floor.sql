@@ -10,6 +10,8 @@
 set TimeZone = 'UTC';
 set memory_limit = '{{memory_limit}}';
 set preserve_insertion_order = false;
+-- spill beside the output (the benchmark deletes it), not into the working directory's .tmp/
+set temp_directory = '{{out_dir}}/.spill';
 
 create temp table as_of_dates as
 select cast(generated_day as date) as as_of_date

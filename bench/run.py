@@ -39,6 +39,7 @@ from pathlib import Path
 import polars as pl
 
 from bench.compare import assert_same_features, read_gold
+from bench.floor import LABEL_DELAY_DAYS
 from bench.report import size_tables
 
 BENCH_DIR = Path(__file__).resolve().parent
@@ -47,7 +48,6 @@ PEER_PYTHON = BENCH_DIR / ".venv-evidently" / "bin" / "python"
 PEER_PACKAGES = ["evidently>=0.7,<0.8", "pandas<3", "pyarrow"]
 START = date(2025, 1, 1)
 HISTORY_DAYS = 30
-LABEL_DELAY_DAYS = 10  # label horizon 7 + allowed lateness 3 (dbt_project.yml)
 PLATFORM_STAGES = ("bronze", "silver", "gold", "training", "drift")
 # 30 days give 20 labelled as-of dates: a window of 20 with one validation and one test date
 # (gaps of 7 days) leaves four train dates; warm-up 0 because all 30 days are the window.

@@ -6,10 +6,10 @@ STAGE is one of: imports, bronze, silver, gold, training, drift, ingest (all thr
 process sets the data root and DAGSTER_HOME before importing the code location (resources read
 them at import), reports how long that import took (`import_seconds`), then runs the stage the
 way the platform runs it: bronze and silver as one ingest_job run per arrival date (asset
-selection of that layer), gold as one run over the range (a backfill; the asset builds a week of
-dates at a time), the training set through training_set_job and the drift report as an asset
-materialization. `seconds` is the wall time
-of the stage's runs only; the parent reads the peak RSS of this process from the OS.
+selection of that layer), gold as one run over the range (a backfill; the asset splits it into
+as few dbt builds as its memory cap allows), the training set through training_set_job and the
+drift report as an asset materialization. `seconds` is the wall time of the stage's runs only;
+the parent reads the peak RSS of this process from the OS.
 """
 
 from __future__ import annotations
@@ -94,7 +94,7 @@ def run_stage(stage: str, first: date, last: date, training_config: dict) -> dic
             ingest_run(day, partition_key=day)
     elif stage == "gold":
         # one run over the range, as `dagster asset materialize --partition-range` or a UI
-        # backfill starts it; the asset builds it a week of dates at a time
+        # backfill starts it; the asset plans its own dbt builds
         ingest_run(
             f"{first}..{last}",
             asset_selection=GOLD_KEYS,

@@ -193,10 +193,10 @@ def build_ranges(
 
 def plan_builds(lake: LakePaths, min_date: date, max_date: date) -> list[tuple[date, date]]:
     """The dbt builds of a run over knowledge dates [min_date, max_date]."""
-    fixed = env_int("REFINERY_GOLD_DATES_PER_BUILD", 0)
-    if os.environ.get("REFINERY_GOLD_DATES_PER_BUILD") is not None and fixed < 1:
-        raise ValueError("REFINERY_GOLD_DATES_PER_BUILD must be a whole number of dates >= 1")
-    if fixed:
+    if "REFINERY_GOLD_DATES_PER_BUILD" in os.environ:
+        fixed = env_int("REFINERY_GOLD_DATES_PER_BUILD", 0)
+        if fixed < 1:
+            raise ValueError("REFINERY_GOLD_DATES_PER_BUILD must be a whole number of dates >= 1")
         return build_ranges(min_date, max_date, lambda day: 1, fixed)
     window = int(dbt_project_vars()["feature_window_days"])
     rows = silver_event_rows(lake, min_date - timedelta(days=window - 1), max_date)
