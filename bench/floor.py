@@ -64,6 +64,15 @@ def render_floor_sql(
     return fill(head + "".join(passes) + tail, values)
 
 
+def statement_label(query: str) -> str:
+    """The first line of a statement that is not a comment, for progress and failure reports."""
+    for line in query.splitlines():
+        line = line.strip()
+        if line and not line.startswith("--"):
+            return line[:100]
+    return query.strip()[:100]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--landing", type=Path, required=True)
@@ -82,12 +91,28 @@ def main() -> None:
         args.landing, args.out, args.min_date, args.max_date, dates_per_pass=args.dates_per_pass
     )
     started = time.perf_counter()
+    statements = []
     with duckdb.connect() as con:
-        con.execute(sql)
+        for statement in duckdb.extract_statements(sql):
+            label = statement_label(statement.query)
+            begun = time.perf_counter()
+            try:
+                con.execute(statement.query)
+            except duckdb.Error:
+                # which statement gave out is what a reader of an out-of-memory needs to know
+                sys.stderr.write(
+                    f"floor: statement {len(statements) + 1} failed after "
+                    f"{time.perf_counter() - begun:.1f} s: {label}\n"
+                )
+                raise
+            statements.append(
+                {"statement": label, "seconds": round(time.perf_counter() - begun, 3)}
+            )
     result = {
         "stage": "floor",
         "import_seconds": round(import_seconds, 3),
         "seconds": round(time.perf_counter() - started, 3),
+        "statements": statements,
     }
     text = json.dumps(result)
     if args.json:

@@ -206,7 +206,8 @@ def run_floor(landing: Path, out: Path, first: date, last: date, logs: Path, tag
         logs / f"{tag}-floor.log",
     )  # fmt: skip
     if measured["exit_code"] != 0:
-        # At M, floor.sql (all dates in one script) runs DuckDB out of its memory cap: a result.
+        # At L, floor.sql runs DuckDB out of its memory cap (it did at M before it had passes):
+        # a result, reported as such.
         text = (logs / f"{tag}-floor.log").read_text()
         status = "out_of_memory" if "Out of Memory" in text else "failed"
         say(f"  floor {status}; see {logs}/{tag}-floor.log")
