@@ -38,7 +38,8 @@ def render_floor_sql(
     dates_per_pass: int = DATES_PER_PASS,
 ) -> str:
     """floor.sql with its placeholders filled and its per-pass block repeated for each run of
-    `dates_per_pass` as-of dates; the same memory cap refinery's dbt profile uses."""
+    `dates_per_pass` as-of dates. The floor keeps 6GB, twice refinery's default cap: the M and L
+    floor figures were measured with it, and more memory can only favour the floor."""
     if dates_per_pass < 1:
         raise ValueError(f"dates_per_pass must be >= 1, got {dates_per_pass}")
     text = FLOOR_SQL.read_text()

@@ -329,6 +329,14 @@ def test_builds_follow_silver_volume_and_memory_or_a_fixed_size(tmp_path, monkey
             plan_builds(lake, *run)
 
 
+def test_the_planner_and_the_dbt_profile_share_one_default_memory_cap(monkeypatch):
+    profile = (gold_module.DBT_PROJECT_DIR / "profiles.yml").read_text()
+    default = gold_module.DEFAULT_DUCKDB_MEMORY_LIMIT
+    assert f"env_var('REFINERY_DUCKDB_MEMORY_LIMIT', '{default}')" in profile
+    monkeypatch.delenv("REFINERY_DUCKDB_MEMORY_LIMIT", raising=False)
+    assert memory_limit_gb() == memory_limit_gb(default)
+
+
 def test_memory_limit_is_read_as_duckdb_reads_it():
     assert memory_limit_gb("6GB") == 6
     assert memory_limit_gb("512MB") == 0.512
