@@ -29,6 +29,19 @@ def fill(sql: str, values: dict[str, str]) -> str:
     return sql
 
 
+def as_of_dates(min_date: date, max_date: date) -> list[date]:
+    """The as-of dates the floor's outputs need, in order: features for min..max, and features
+    for min-10..max-10, which the training examples join to their labels. Nothing in between:
+    for one new day on 30 of history that is 2 dates, where a continuous range would be 11."""
+    if max_date < min_date:
+        raise ValueError(f"max date {max_date} is before min date {min_date}")
+    span = (max_date - min_date).days
+    delay = timedelta(days=LABEL_DELAY_DAYS)
+    needed = {min_date + timedelta(days=i) for i in range(span + 1)}
+    needed |= {d - delay for d in needed}
+    return sorted(needed)
+
+
 def render_floor_sql(
     landing: Path,
     out_dir: Path,
@@ -45,16 +58,15 @@ def render_floor_sql(
     text = FLOOR_SQL.read_text()
     head, rest = text.split(BEGIN_PASS, 1)
     block, tail = rest.split(END_PASS, 1)
-    first = date.fromisoformat(min_date) - timedelta(days=LABEL_DELAY_DAYS)
-    last = date.fromisoformat(max_date)
+    dates = as_of_dates(date.fromisoformat(min_date), date.fromisoformat(max_date))
     passes = []
-    while first <= last:
-        pass_last = min(first + timedelta(days=dates_per_pass - 1), last)
+    for start in range(0, len(dates), dates_per_pass):
+        chunk = dates[start : start + dates_per_pass]
         into = "insert into features" if passes else "create temp table features as"
-        values = {"pass_first": str(first), "pass_last": str(pass_last), "features_into": into}
+        values = {"pass_first": str(chunk[0]), "pass_last": str(chunk[-1]), "features_into": into}
         passes.append(fill(block, values))
-        first = pass_last + timedelta(days=1)
     values = {
+        "as_of_dates": ", ".join(f"date '{d}'" for d in dates),
         "landing": str(Path(landing).resolve()),
         "out_dir": str(Path(out_dir).resolve()),
         "min_date": min_date,

@@ -13,13 +13,10 @@ set preserve_insertion_order = false;
 -- spill beside the output (the benchmark deletes it), not into the working directory's .tmp/
 set temp_directory = '{{out_dir}}/.spill';
 
+-- the dates the outputs need: features for min..max, training examples (features joined to
+-- labels) for min-10..max-10; at L (one day on 30 of history) that is 2 dates, not 11
 create temp table as_of_dates as
-select cast(generated_day as date) as as_of_date
-from generate_series(
-    cast(date '{{min_date}}' - interval 10 day as timestamp),
-    cast(date '{{max_date}}' as timestamp),
-    interval 1 day
-) as days(generated_day);
+select cast(unnest([{{as_of_dates}}]) as date) as as_of_date;
 
 create temp table events as
 with landed as (
@@ -88,7 +85,8 @@ select
         as products_snapshot
 from as_of_dates;
 
--- One pass per {{dates_per_pass}} as-of dates, as refinery's gold run builds a week at a time:
+-- One pass per {{dates_per_pass}} as-of dates (consecutive entries of as_of_dates, which holds
+-- no others between a pass's first and last), as refinery's gold run builds a week at a time:
 -- every event meets each as-of date whose window holds it, and all as-of dates at once exceed the
 -- memory cap at 1M events a day (40 as-of dates for 30 days). bench/floor.py repeats this block.
 -- {{begin pass}}
