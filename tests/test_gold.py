@@ -6,6 +6,7 @@ One module-scoped story in two Dagster runs (each one `dbt build`; dbt costs ~10
          01-05 is recomputed long after later data arrived and 01-04 must stay untouched.
 """
 
+import os
 from datetime import UTC, date, datetime, timedelta
 from itertools import pairwise
 from pathlib import Path
@@ -21,6 +22,7 @@ from hypothesis import strategies as st
 from refinery.assets.gold import assets as gold_module
 from refinery.assets.gold import dbt_resource, export_marts, gold_assets, gold_dbt_models
 from refinery.assets.gold.assets import (
+    DBT_PROJECT_DIR,
     MARTS,
     BuildEvents,
     as_of_dates_for,
@@ -30,6 +32,7 @@ from refinery.assets.gold.assets import (
     label_delay_days,
     memory_limit_gb,
     plan_builds,
+    prune_dbt_targets,
 )
 from refinery.assets.gold.export import mart_file
 from refinery.resources.lake import LakePaths
@@ -268,9 +271,13 @@ def test_a_range_built_a_few_dates_at_a_time_equals_one_build(tmp_path, monkeypa
         root = tmp_path / f"per_build_{per_build}"
         monkeypatch.setenv("REFINERY_DATA_DIR", str(root))
         monkeypatch.setenv("REFINERY_GOLD_DATES_PER_BUILD", per_build)
+        monkeypatch.setenv("REFINERY_DBT_TARGETS_KEPT", "2")
         write_silver(root, until=LAST_DAY)
         run = run_gold(root, FIRST_DAY, LAST_KNOWLEDGE_DAY)
         assert run.success
+        # three builds, each its own dbt target dir: the run leaves the two newest
+        targets = (DBT_PROJECT_DIR / "target").glob(f"{gold_dbt_models.op.name}-*")
+        assert len([path for path in targets if path.is_dir()]) <= 2
         checks = run.get_asset_check_evaluations()
         # each dbt test reported once for the run, folded over its builds
         assert len(checks) == len({(c.asset_key, c.check_name) for c in checks})
@@ -279,6 +286,25 @@ def test_a_range_built_a_few_dates_at_a_time_equals_one_build(tmp_path, monkeypa
         published[per_build] = mart_files(root)
     assert len(published["5"]) > 20
     assert published["5"] == published["15"]
+
+
+def test_dbt_targets_are_pruned_to_the_newest_and_the_latest_always_stays(tmp_path):
+    target = tmp_path / "target"
+    names = [f"gold_dbt_models-run{i:04d}-abc{i:04d}" for i in range(6)]
+    for age, name in enumerate(reversed(names)):  # names[0] oldest, names[5] newest
+        (target / name / "compiled").mkdir(parents=True)
+        os.utime(target / name, (1_000_000 - age * 60, 1_000_000 - age * 60))
+    others = [target / "manifest.json", target / "other_op-run0000-abc0000"]
+    others[0].write_text("{}")
+    others[1].mkdir()
+    latest = target / names[0]  # oldest mtime, but it is this invocation's: it stays
+    removed = prune_dbt_targets(latest, keep=3)
+    left = sorted(path.name for path in target.glob("gold_dbt_models-*"))
+    assert left == sorted([names[0], names[5], names[4]])
+    assert sorted(removed) == sorted(target / name for name in names[1:4])
+    assert all(path.exists() for path in others)
+    with pytest.raises(ValueError, match="keep must be >= 1"):
+        prune_dbt_targets(latest, keep=0)
 
 
 @given(

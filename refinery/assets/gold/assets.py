@@ -9,9 +9,10 @@ turns into the as-of dates it rebuilds.
 import functools
 import os
 import re
+import shutil
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from datetime import date, datetime, timedelta, timezone
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -57,6 +58,34 @@ def dbt_project() -> DbtProject:
 
 def dbt_resource() -> DbtCliResource:
     return DbtCliResource(project_dir=dbt_project())
+
+
+# dagster-dbt gives every invocation its own target/<op>-<run>-<uuid>/ (~3 MB of compiled SQL,
+# run_results.json, the partial manifest); kept forever they grow without bound on a platform
+# whose sensors run a build a day and whose backfills run several.
+DEFAULT_DBT_TARGETS_KEPT = 10
+
+
+def prune_dbt_targets(latest: Path, keep: int) -> list[Path]:
+    """Delete the invocation target dirs beside `latest` (same op, any run), all but the `keep`
+    newest by modification time; `latest` itself always stays. Returns what was deleted.
+
+    Another run's build in progress is among the newest, so it stays unless more than `keep`
+    builds run at once (the warehouse pool lets one run).
+    """
+    if keep < 1:
+        raise ValueError(f"keep must be >= 1 (the latest invocation's target stays), got {keep}")
+    op_name = latest.name.rsplit("-", 2)[0]
+    siblings = [
+        path
+        for path in latest.parent.glob(f"{op_name}-*-*")
+        if path.is_dir() and path != latest and path.name.rsplit("-", 2)[0] == op_name
+    ]
+    siblings.sort(key=lambda path: path.stat().st_mtime, reverse=True)
+    removed = siblings[keep - 1 :]
+    for path in removed:
+        shutil.rmtree(path, ignore_errors=True)
+    return removed
 
 
 @contextmanager
@@ -279,6 +308,9 @@ def gold_dbt_models(context: AssetExecutionContext, dbt: DbtCliResource):
     mart_keys = {AssetKey(["gold", model]): model for model in MARTS}
     selected_marts = [mart_keys[key] for key in context.selected_asset_keys if key in mart_keys]
     ranges = plan_builds(lake, min_date, max_date)
+    targets_kept = env_int("REFINERY_DBT_TARGETS_KEPT", DEFAULT_DBT_TARGETS_KEPT)
+    if targets_kept < 1:
+        raise ValueError(f"REFINERY_DBT_TARGETS_KEPT must be >= 1, got {targets_kept}")
     folded = BuildEvents()
 
     def is_mart(event: Any) -> bool:
@@ -288,8 +320,11 @@ def gold_dbt_models(context: AssetExecutionContext, dbt: DbtCliResource):
         with data_dir_for_dbt(lake.root):
             for dates in ranges:
                 invocation = dbt.cli(dbt_build_args(*dates), context=context)
-                for event in invocation.stream():
-                    folded.add(event, dates)
+                try:
+                    for event in invocation.stream():
+                        folded.add(event, dates)
+                finally:
+                    prune_dbt_targets(Path(invocation.target_path), targets_kept)
     except Exception:
         # as a failed single build always did: report what is upstream of the marts, export none
         yield from folded.split(is_mart)[0]
@@ -335,7 +370,7 @@ def mart_quality_metadata(model: str, files: list[Path]) -> dict[str, Any]:
     passing = frame.select(contract.all_ok().sum()).item() if frame.height else 0
     newest = frame.get_column("as_of_date").max()
     newest_end = (
-        datetime.combine(newest + timedelta(days=1), datetime.min.time(), timezone.utc)
+        datetime.combine(newest + timedelta(days=1), datetime.min.time(), UTC)
         if newest is not None
         else None
     )
