@@ -32,7 +32,9 @@ def fill(sql: str, values: dict[str, str]) -> str:
 def as_of_dates(min_date: date, max_date: date) -> list[date]:
     """The as-of dates the floor's outputs need, in order: features for min..max, and features
     for min-10..max-10, which the training examples join to their labels. Nothing in between:
-    for one new day on 30 of history that is 2 dates, where a continuous range would be 11."""
+    for one new day on 30 of history that is 2 dates, where a continuous range would be 11.
+    Deliberately the floor's own (it imports nothing of refinery): the equality check reads
+    refinery's marts at refinery's own dates (as_of_dates_for), so a divergence fails there."""
     if max_date < min_date:
         raise ValueError(f"max date {max_date} is before min date {min_date}")
     span = (max_date - min_date).days

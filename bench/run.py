@@ -39,7 +39,6 @@ from pathlib import Path
 import polars as pl
 
 from bench.compare import assert_same_features, read_gold
-from bench.floor import LABEL_DELAY_DAYS
 from bench.report import size_tables
 
 BENCH_DIR = Path(__file__).resolve().parent
@@ -259,17 +258,16 @@ def run_pandas(
 
 
 def check_equal(lake_root: Path, other: Path, first: date, last: date, what: str) -> dict:
-    """Floor or pandas vs refinery's gold marts; raises FeatureMismatch on any difference."""
+    """Floor or pandas vs refinery's gold marts; raises FeatureMismatch on any difference.
+
+    The reference is what refinery's run over knowledge dates first..last wrote, as refinery
+    itself counts the as-of dates (the label delay comes from dbt_project.yml, not a copy)."""
+    from refinery.assets.gold.assets import as_of_dates_for
+
     checks = {}
-    for model, lo, hi in [
-        ("user_daily_features", first, last),
-        (
-            "training_examples",
-            first - timedelta(days=LABEL_DELAY_DAYS),
-            last - timedelta(days=LABEL_DELAY_DAYS),
-        ),
-    ]:
-        reference = read_gold(lake_root, model, lo, hi)
+    for model in ("user_daily_features", "training_examples"):
+        dates = as_of_dates_for(model, first, last)
+        reference = read_gold(lake_root, model, dates[0], dates[-1])
         candidate = pl.read_parquet(other / f"{model}.parquet")
         result = assert_same_features(reference, candidate, what=f"{what} {model}")
         checks[model] = {"rows": result.rows, "columns": result.columns}

@@ -35,7 +35,7 @@ from refinery.assets.gold.assets import (
     prune_dbt_targets,
 )
 from refinery.assets.gold.export import mart_file
-from refinery.resources.lake import LakePaths
+from refinery.resources.lake import LakePaths, env_int
 from tests.gold_fixtures import FIRST_DAY, LAST_DAY, U1_BIRTH_YEAR, U1_SIGNUP, D, write_silver
 
 DAY = timedelta(days=1)
@@ -305,6 +305,18 @@ def test_dbt_targets_are_pruned_to_the_newest_and_the_latest_always_stays(tmp_pa
     assert all(path.exists() for path in others)
     with pytest.raises(ValueError, match="keep must be >= 1"):
         prune_dbt_targets(latest, keep=0)
+
+
+def test_integer_settings_below_their_minimum_are_refused_by_name(monkeypatch):
+    name = "REFINERY_DBT_TARGETS_KEPT"
+    monkeypatch.delenv(name, raising=False)
+    assert env_int(name, 10, minimum=1) == 10
+    monkeypatch.setenv(name, "3")
+    assert env_int(name, 10, minimum=1) == 3
+    for bad, message in (("0", "must be >= 1"), ("-2", "must be >= 1"), ("ten", "not an integer")):
+        monkeypatch.setenv(name, bad)
+        with pytest.raises(ValueError, match=f"{name}=.*{message}"):
+            env_int(name, 10, minimum=1)
 
 
 @given(

@@ -98,14 +98,17 @@ def replace_dir_atomic(staging: Path, target: Path) -> None:
     shutil.rmtree(old, ignore_errors=True)
 
 
-def env_int(name: str, default: int) -> int:
+def env_int(name: str, default: int, minimum: int | None = None) -> int:
     """An integer setting an operator may override in the environment (sensor-triggered runs
-    take their config defaults from here)."""
+    take their config defaults from here); below `minimum` it is refused, naming the setting."""
     raw = os.environ.get(name)
     try:
-        return int(raw) if raw else default
+        value = int(raw) if raw else default
     except ValueError as exc:
         raise ValueError(f"{name}={raw!r} is not an integer") from exc
+    if minimum is not None and value < minimum:
+        raise ValueError(f"{name}={raw!r} must be >= {minimum}")
+    return value
 
 
 def env_float(name: str, default: float) -> float:

@@ -75,11 +75,9 @@ def prune_dbt_targets(latest: Path, keep: int) -> list[Path]:
     """
     if keep < 1:
         raise ValueError(f"keep must be >= 1 (the latest invocation's target stays), got {keep}")
-    op_name = latest.name.rsplit("-", 2)[0]
+    op_name = latest.name.rsplit("-", 2)[0]  # op names cannot contain "-"
     siblings = [
-        path
-        for path in latest.parent.glob(f"{op_name}-*-*")
-        if path.is_dir() and path != latest and path.name.rsplit("-", 2)[0] == op_name
+        path for path in latest.parent.glob(f"{op_name}-*-*") if path.is_dir() and path != latest
     ]
     siblings.sort(key=lambda path: path.stat().st_mtime, reverse=True)
     removed = siblings[keep - 1 :]
@@ -228,9 +226,7 @@ def build_ranges(
 def plan_builds(lake: LakePaths, min_date: date, max_date: date) -> list[tuple[date, date]]:
     """The dbt builds of a run over knowledge dates [min_date, max_date]."""
     if "REFINERY_GOLD_DATES_PER_BUILD" in os.environ:
-        fixed = env_int("REFINERY_GOLD_DATES_PER_BUILD", 0)
-        if fixed < 1:
-            raise ValueError("REFINERY_GOLD_DATES_PER_BUILD must be a whole number of dates >= 1")
+        fixed = env_int("REFINERY_GOLD_DATES_PER_BUILD", 0, minimum=1)
         return build_ranges(min_date, max_date, lambda day: 1, fixed)
     window = int(dbt_project_vars()["feature_window_days"])
     rows = silver_event_rows(lake, min_date - timedelta(days=window - 1), max_date)
@@ -308,9 +304,7 @@ def gold_dbt_models(context: AssetExecutionContext, dbt: DbtCliResource):
     mart_keys = {AssetKey(["gold", model]): model for model in MARTS}
     selected_marts = [mart_keys[key] for key in context.selected_asset_keys if key in mart_keys]
     ranges = plan_builds(lake, min_date, max_date)
-    targets_kept = env_int("REFINERY_DBT_TARGETS_KEPT", DEFAULT_DBT_TARGETS_KEPT)
-    if targets_kept < 1:
-        raise ValueError(f"REFINERY_DBT_TARGETS_KEPT must be >= 1, got {targets_kept}")
+    targets_kept = env_int("REFINERY_DBT_TARGETS_KEPT", DEFAULT_DBT_TARGETS_KEPT, minimum=1)
     folded = BuildEvents()
 
     def is_mart(event: Any) -> bool:
