@@ -1,7 +1,7 @@
 """Bronze ingest: every line of every file is kept, and bad input is named, never dropped."""
 
 import gzip
-from datetime import date, datetime, timezone
+from datetime import UTC, date, datetime
 
 import polars as pl
 import pytest
@@ -23,7 +23,8 @@ def test_every_line_becomes_one_bronze_row_with_its_parse_error(tmp_path):
     frame = bronze_events_from_file(path, "landing/events/2026-03-01/a.jsonl")
     assert frame.height == len(FAULTY_LINES)
     assert frame["_line"].to_list() == list(range(1, len(FAULTY_LINES) + 1))
-    parse_level = {"malformed_json", "invalid_utf8", "not_a_json_object"}
+    # JSON-level problems are named in bronze (a string where a number belongs included)
+    parse_level = {"malformed_json", "invalid_utf8", "not_a_json_object", "invalid_type"}
     expected = [r if r in parse_level else None for _, r in FAULTY_LINES]
     assert frame["_parse_error"].to_list() == expected
     # numbers arrive as their JSON text; extras are kept in the raw line
@@ -60,7 +61,7 @@ def test_truncated_gzip_keeps_what_decompressed_and_records_the_truncation(tmp_p
 
 def test_stamp_adds_ingestion_metadata_in_contract_order(tmp_path):
     path = write_lines(tmp_path / "a.jsonl", [ln for ln, _ in FAULTY_LINES[:3]])
-    at = datetime(2026, 3, 2, 1, tzinfo=timezone.utc)
+    at = datetime(2026, 3, 2, 1, tzinfo=UTC)
     frame = stamp(bronze_events_from_file(path, "a.jsonl"), "events", date(2026, 3, 1), at)
     assert frame.columns[0] == "_raw" and frame.columns[-1] == "_arrival_date"
     assert frame["_arrival_date"].unique().to_list() == [date(2026, 3, 1)]
@@ -86,8 +87,12 @@ def test_missing_or_wrong_landing_files_name_the_folder_and_what_to_do(tmp_path)
         landing_files(folder, "users")
     empty = folder / "users.csv"
     empty.write_text("")
-    with pytest.raises(LandingError, match="empty.*Re-deliver"):
-        bronze_snapshot_from_file(empty, "users.csv", "users")
+    # an empty snapshot is a row, not a crash: silver's snapshot_volume check stops the line
+    frame = bronze_snapshot_from_file(empty, "users.csv", "users")
+    assert frame.select("_line", "_parse_error").rows() == [(0, "empty_file")]
+    listed = landing_files(folder, "users")
+    assert [p.name for p in listed.read] == ["users.csv"]
+    assert [p.name for p in listed.unsupported] == ["notes.txt"]
 
 
 def test_chunked_parsing_gives_the_same_rows_as_one_pass(tmp_path):

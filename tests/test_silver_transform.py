@@ -1,7 +1,7 @@
 """Silver transforms: every bad input gets its reason, and the accounting always balances."""
 
 import itertools
-from datetime import date, datetime, timezone
+from datetime import UTC, date, datetime
 
 import polars as pl
 from hypothesis import given, settings
@@ -13,13 +13,14 @@ from refinery.assets.bronze.ingest import (
     stamp,
 )
 from refinery.assets.silver.assets import write_silver_events
+from refinery.assets.silver.event_index import INDEX_FILE, prior_rows, write_index
 from refinery.assets.silver.transform import clean_events, clean_snapshot
 from refinery.contracts.silver import EVENTS, PRODUCTS, USERS
 from refinery.resources.lake import LakePaths, write_parquet_atomic
 from tests.landing_factory import FAULTY_LINES, PRODUCTS_CSV, USERS_CSV, event, line, write_lines
 
 ARRIVAL = date(2026, 3, 1)
-AT = datetime(2026, 3, 2, 0, 30, tzinfo=timezone.utc)
+AT = datetime(2026, 3, 2, 0, 30, tzinfo=UTC)
 
 
 def bronze_of(tmp_path, lines: list[bytes], name="a.jsonl") -> pl.DataFrame:
@@ -48,7 +49,7 @@ def test_valid_rows_are_typed_normalised_and_follow_the_contract(tmp_path):
     assert silver["event_id"].to_list() == ["ok1", "e11", "e12", "e13"]
     ok = silver.row(0, named=True)
     assert ok["event_type"] == "view"
-    assert ok["event_time"] == datetime(2026, 3, 1, 8, tzinfo=timezone.utc)
+    assert ok["event_time"] == datetime(2026, 3, 1, 8, tzinfo=UTC)
     assert ok["amount"] is None and ok["quantity"] == 1
     purchase = silver.filter(pl.col("event_id") == "e12").row(0, named=True)
     assert (purchase["event_type"], purchase["amount"], purchase["quantity"]) == ("purchase", 12.5, 2)
@@ -56,12 +57,50 @@ def test_valid_rows_are_typed_normalised_and_follow_the_contract(tmp_path):
     assert click["product_id"] is None and click["device"] is None
 
 
-def test_events_seen_in_the_lookback_window_are_dropped_as_duplicates(tmp_path):
-    lines = [line(event(event_id=f"e{i}")) for i in range(5)]
-    result = clean_events(bronze_of(tmp_path, lines), prior_event_ids=pl.Series(["e1", "e3", "zz"]))
+def write_prior_day(lake: LakePaths, ids: list[str], day: date, **overrides) -> None:
+    """Silver events of an earlier day (part + event-id index), as the asset writes them."""
+    overrides = {"event_time": f"{day.isoformat()}T10:00:00Z", **overrides}
+    lines = [line(event(event_id=i, **overrides)) for i in dict.fromkeys(ids)]
+    path = write_lines(lake.root / f"prior-{day}.jsonl", lines)
+    bronze = stamp(bronze_events_from_file(path, f"prior-{day}.jsonl"), "events", day, AT)
+    silver = clean_events(bronze).silver
+    assert silver.height == len(set(ids))
+    target = lake.partition_dir("silver", "events", day.isoformat())
+    write_parquet_atomic(silver, target / "part-0.parquet")
+    write_index(silver["event_id"], target / INDEX_FILE)
+
+
+def test_events_seen_on_any_earlier_day_are_dropped_as_duplicates(tmp_path):
+    lake = LakePaths(tmp_path)
+    # a year back, far beyond any look-back window; "e3" came back with another amount
+    write_prior_day(lake, ["e1", "zz"], date(2025, 3, 1))
+    write_prior_day(lake, ["e3"], date(2026, 2, 27), event_type="purchase", amount=5.0)
+    lines = [line(event(event_id=f"e{i}")) for i in range(5)] + [line(event(event_id="e0"))]
+    lines[1] = line(event(event_id="e1", event_time="2025-03-01T10:00:00Z"))  # the same event again
+    ids = pl.Series([f"e{i}" for i in range(5)])
+    prior = prior_rows(lake, ARRIVAL, ids)
+    assert sorted(prior["event_id"].to_list()) == ["e1", "e3"]
+    result = clean_events(bronze_of(tmp_path, lines), prior)
     assert result.silver["event_id"].to_list() == ["e0", "e2", "e4"]
-    assert result.duplicates["event_id"].to_list() == ["e1", "e3"]
+    dups = result.duplicates.select("event_id", "duplicate_reason", "original_arrival_date")
+    assert dups.rows() == [
+        ("e1", "duplicate_event_id", date(2025, 3, 1)),
+        ("e3", "conflicting_duplicate", date(2026, 2, 27)),
+        ("e0", "duplicate_event_id", ARRIVAL),
+    ]
     assert result.balanced
+
+
+def test_an_index_collision_never_drops_an_event(tmp_path, monkeypatch):
+    """Every id fingerprints alike: the index then flags everything, the confirmation nothing."""
+    from refinery.assets.silver import event_index
+
+    lake = LakePaths(tmp_path)
+    write_prior_day(lake, ["old"], date(2026, 2, 1))
+    real = event_index.fingerprints
+    monkeypatch.setattr(event_index, "fingerprints", lambda ids: real(ids.str.slice(0, 0)))
+    write_index(pl.Series(["old"]), lake.partition_dir("silver", "events", "2026-02-01") / INDEX_FILE)
+    assert prior_rows(lake, ARRIVAL, pl.Series(["new1", "new2"])).height == 0
 
 
 def test_snapshot_rules_and_duplicate_keys(tmp_path):
@@ -123,8 +162,13 @@ def _line(event_id: str, kind: str | None) -> bytes:
 @given(rows=st.lists(st.tuples(ids, fault), max_size=40), prior=st.lists(ids, max_size=6))
 def test_accounting_invariant_and_dedupe_hold_for_any_input(tmp_path_factory, rows, prior):
     tmp = tmp_path_factory.mktemp("prop")
+    lake = LakePaths(tmp)
+    write_prior_day(lake, prior, date(2025, 6, 1))
     lines = [_line(i, k) for i, k in rows]
-    result = clean_events(bronze_of(tmp, lines) if lines else _empty_bronze(), pl.Series(prior, dtype=pl.String))
+    day_ids = pl.Series([i for i, _ in rows], dtype=pl.String)
+    result = clean_events(
+        bronze_of(tmp, lines) if lines else _empty_bronze(), prior_rows(lake, ARRIVAL, day_ids)
+    )
     a = result.accounting
     assert a["bronze_rows"] == len(lines)
     assert a["bronze_rows"] == a["silver_rows"] + a["quarantined_rows"] + a["duplicates_dropped"]
@@ -155,18 +199,18 @@ def test_silver_written_part_by_part_equals_the_whole_day_in_one_frame(
     same duplicates and quarantine), also with more than ten parts (part-10 sorts after part-9)."""
     tmp = tmp_path_factory.mktemp("parts")
     bronze = bronze_of(tmp, [_line(i, k) for i, k in rows])
-    prior_ids = pl.Series(prior, dtype=pl.String)
-    bounds = sorted({0, len(rows), *(c for c in cuts if c <= len(rows))})
     lake = LakePaths(tmp)
+    write_prior_day(lake, prior, date(2026, 1, 5))
+    bounds = sorted({0, len(rows), *(c for c in cuts if c <= len(rows))})
     part_dir = lake.partition_dir("bronze", "events", ARRIVAL.isoformat())
     for n, (lo, hi) in enumerate(itertools.pairwise(bounds)):
         write_parquet_atomic(bronze.slice(lo, hi - lo), part_dir / f"part-{n}.parquet")
     parts = lake.partition_parts("bronze", "events", ARRIVAL.isoformat())
     assert [int(p.stem[5:]) for p in parts] == list(range(len(bounds) - 1))
 
-    staging = tmp / "staging"
-    by_parts = write_silver_events(parts, prior_ids, staging)
-    whole = clean_events(bronze, prior_ids)
+    staging = lake.staging_dir("silver", "events", ARRIVAL.isoformat())
+    by_parts = write_silver_events(parts, lake, ARRIVAL, staging, EVENTS)
+    whole = clean_events(bronze, prior_rows(lake, ARRIVAL, bronze["event_id"].drop_nulls()))
     silver = pl.concat(
         [pl.read_parquet(staging / f"part-{n}.parquet") for n in range(len(parts))]
     )

@@ -21,7 +21,10 @@ USER_FIELDS = ("user_id", "signup_date", "country", "birth_year", "marketing_opt
 PRODUCT_FIELDS = ("product_id", "category", "brand", "list_price", "active")
 
 _META = (
-    Column("_parse_error", pl.String(), True, "why the line could not be parsed (null: parsed)"),
+    Column(
+        "_parse_error", pl.String(), True,
+        "why the line cannot become a typed row (null: it can); see LINE_ERRORS / FILE_ERRORS",
+    ),
     Column("_parse_detail", pl.String(), True, "human-readable detail of the parse error"),
     Column("_source_file", pl.String(), False, "landing file, relative to the data root"),
     Column("_line", pl.Int64(), False, "1-based line in the file (0: a file-level record)"),
@@ -40,12 +43,14 @@ def _text_columns(fields: tuple[str, ...], what: str) -> tuple[Column, ...]:
     return tuple(Column(f, pl.String(), True, f"{what} field `{f}` as received") for f in fields)
 
 
+_RAW = Column(
+    "_raw", pl.String(), False, "the line as received (invalid UTF-8 replaced by U+FFFD)"
+)
+
 BRONZE_EVENTS = Contract(
     name="bronze_events",
     columns=(
-        Column(
-            "_raw", pl.String(), False, "the line as received (invalid UTF-8 replaced by U+FFFD)"
-        ),
+        _RAW,
         *_text_columns(EVENT_FIELDS, "event"),
         *_META,
     ),
@@ -53,12 +58,12 @@ BRONZE_EVENTS = Contract(
 )
 BRONZE_USERS = Contract(
     name="bronze_users",
-    columns=(*_text_columns(USER_FIELDS, "CRM"), *_META),
+    columns=(_RAW, *_text_columns(USER_FIELDS, "CRM"), *_META),
     constraints=_lineage_ok,
 )
 BRONZE_PRODUCTS = Contract(
     name="bronze_products",
-    columns=(*_text_columns(PRODUCT_FIELDS, "catalogue"), *_META),
+    columns=(_RAW, *_text_columns(PRODUCT_FIELDS, "catalogue"), *_META),
     constraints=_lineage_ok,
 )
 BRONZE_CONTRACTS = {"events": BRONZE_EVENTS, "users": BRONZE_USERS, "products": BRONZE_PRODUCTS}

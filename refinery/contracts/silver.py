@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+from datetime import UTC, date, datetime
+
 import polars as pl
 
+from refinery.contracts.iso3166 import ALPHA2
 from refinery.contracts.rules import UTC_US, Column, Contract
 
 EVENT_TYPES = ("view", "click", "add_to_cart", "purchase")
@@ -21,33 +24,54 @@ _end_of_arrival_day = (
     pl.col("arrival_date").cast(pl.Datetime("us")) + pl.duration(days=1)
 ).dt.replace_time_zone("UTC")
 
-EVENTS = Contract(
-    name="silver_events",
-    columns=(
-        Column("event_id", pl.String(), False, "globally unique event id"),
-        Column("user_id", pl.String(), False, "who acted"),
-        Column("event_type", pl.String(), False, "view | click | add_to_cart | purchase"),
-        Column("event_time", UTC_US, False, "when it happened, UTC"),
-        Column("product_id", pl.String(), True, "required except for click"),
-        Column("amount", pl.Float64(), True, "USD, required and >= 0 for purchase, else null"),
-        Column("quantity", pl.Int32(), False, ">= 1, 1 when absent"),
-        Column("device", pl.String(), True, "web | ios | android | null"),
-        Column("session_id", pl.String(), True, "optional session id"),
-        Column("arrival_date", pl.Date(), False, "the day the event landed (partition key)"),
-        *LINEAGE,
-    ),
-    constraints={
-        "unknown_event_type": pl.col("event_type").is_in(list(EVENT_TYPES)),
-        "missing_product_id": pl.col("event_type").is_in(list(NEEDS_PRODUCT)).not_()
-        | pl.col("product_id").is_not_null(),
-        "missing_amount": (pl.col("event_type") != "purchase") | pl.col("amount").is_not_null(),
-        "negative_amount": pl.col("amount").is_null() | (pl.col("amount") >= 0),
-        "invalid_quantity": pl.col("quantity") >= 1,
-        "invalid_device": pl.col("device").is_null() | pl.col("device").is_in(list(DEVICES)),
-        "future_event_time": pl.col("event_time") < _end_of_arrival_day,
-    },
-    unique=("event_id",),
-)
+# The oldest event_time an event may have: not before this instant, and not more than this many
+# days before the day it arrived (a clock reset to 1970, a default timestamp, a replay of an
+# ancient backup). Both are QualityPolicy settings; these are their defaults.
+DEFAULT_MIN_EVENT_TIME = "2000-01-01"
+DEFAULT_MAX_EVENT_AGE_DAYS = 365
+
+
+def events_contract(
+    min_event_time: str = DEFAULT_MIN_EVENT_TIME, max_event_age_days: int = DEFAULT_MAX_EVENT_AGE_DAYS
+) -> Contract:
+    """The silver events contract, with its event_time lower bounds."""
+    floor = datetime.combine(date.fromisoformat(min_event_time), datetime.min.time(), UTC)
+    oldest_for_arrival = (
+        pl.col("arrival_date").cast(pl.Datetime("us")) - pl.duration(days=max_event_age_days)
+    ).dt.replace_time_zone("UTC")
+    return Contract(
+        name="silver_events",
+        columns=(
+            Column("event_id", pl.String(), False, "globally unique event id"),
+            Column("user_id", pl.String(), False, "who acted"),
+            Column("event_type", pl.String(), False, "view | click | add_to_cart | purchase"),
+            Column("event_time", UTC_US, False, "when it happened, UTC"),
+            Column("product_id", pl.String(), True, "required except for click"),
+            Column("amount", pl.Float64(), True, "USD, required, finite and >= 0 for purchase, else null"),
+            Column("quantity", pl.Int32(), False, ">= 1, 1 when absent"),
+            Column("device", pl.String(), True, "web | ios | android | null"),
+            Column("session_id", pl.String(), True, "optional session id"),
+            Column("arrival_date", pl.Date(), False, "the day the event landed (partition key)"),
+            *LINEAGE,
+        ),
+        constraints={
+            "unknown_event_type": pl.col("event_type").is_in(list(EVENT_TYPES)),
+            "missing_product_id": pl.col("event_type").is_in(list(NEEDS_PRODUCT)).not_()
+            | pl.col("product_id").is_not_null(),
+            "missing_amount": (pl.col("event_type") != "purchase") | pl.col("amount").is_not_null(),
+            "non_finite_number": pl.col("amount").is_null() | pl.col("amount").is_finite(),
+            "negative_amount": pl.col("amount").is_null() | (pl.col("amount") >= 0),
+            "invalid_quantity": pl.col("quantity") >= 1,
+            "invalid_device": pl.col("device").is_null() | pl.col("device").is_in(list(DEVICES)),
+            "future_event_time": pl.col("event_time") < _end_of_arrival_day,
+            "event_time_too_old": (pl.col("event_time") >= floor)
+            & (pl.col("event_time") >= oldest_for_arrival),
+        },
+        unique=("event_id",),
+    )
+
+
+EVENTS = events_contract()
 
 USERS = Contract(
     name="silver_users",
@@ -62,7 +86,7 @@ USERS = Contract(
         *LINEAGE,
     ),
     constraints={
-        "invalid_country": pl.col("country").str.contains(r"^[A-Z]{2}$"),
+        "invalid_country": pl.col("country").is_in(sorted(ALPHA2)),
         "invalid_plan": pl.col("plan").is_in(list(PLANS)),
         "invalid_birth_year": pl.col("birth_year").is_between(
             1900, pl.col("snapshot_date").dt.year()
@@ -78,29 +102,48 @@ PRODUCTS = Contract(
         Column("product_id", pl.String(), False, "catalogue id, unique within a snapshot"),
         Column("category", pl.String(), False, "product category"),
         Column("brand", pl.String(), True, "brand"),
-        Column("list_price", pl.Float64(), False, "USD, >= 0"),
+        Column("list_price", pl.Float64(), False, "USD, finite, >= 0"),
         Column("active", pl.Boolean(), False, "sold at snapshot time"),
         Column("snapshot_date", pl.Date(), False, "arrival date of the snapshot (partition key)"),
         *LINEAGE,
     ),
-    constraints={"negative_list_price": pl.col("list_price") >= 0},
+    constraints={
+        "non_finite_number": pl.col("list_price").is_finite(),
+        "negative_list_price": pl.col("list_price") >= 0,
+    },
     unique=("product_id",),
 )
 
 CONTRACTS = {"events": EVENTS, "users": USERS, "products": PRODUCTS}
 
-# Reasons given before a row is typed (parse and cast failures); with the constraint names above,
-# the complete vocabulary of `quarantine_reason`.
+# Reasons given before a row is typed (bronze's line and file errors, missing fields and cast
+# failures); with the constraint names above and the duplicate reasons, the complete vocabulary
+# of rows outside silver.
 PARSE_REASONS = (
     "empty_file",
     "truncated_gzip",
+    "corrupt_gzip",
+    "misnamed_file",
+    "unsupported_file",
     "invalid_utf8",
+    "empty_line",
     "malformed_json",
+    "non_finite_number",
+    "duplicate_key",
     "not_a_json_object",
+    "malformed_csv",
+    "wrong_field_count",
     "missing_column",
+    "duplicate_column",
     "missing_required_field",
     "invalid_type",
     "invalid_event_time",
     "invalid_date",
     "invalid_boolean",
+)
+# Why a valid row was dropped as a duplicate (duplicates.parquet, `duplicate_reason`).
+DUPLICATE_REASONS = (
+    "duplicate_event_id",  # the same event again: identical content, the first arrival is kept
+    "conflicting_duplicate",  # the same event_id with different content: counted and flagged
+    "duplicate_snapshot_row",  # snapshots: a key twice in one snapshot, same content: first kept
 )

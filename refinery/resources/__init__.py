@@ -40,10 +40,20 @@ class QualityPolicy(ConfigurableResource):
         default_factory=lambda: _env_float("REFINERY_FRESHNESS_HALF_LIFE_HOURS", 24.0),
         description="half-life of the freshness measure exp(-ln2/half_life * hours)",
     )
-    dedupe_lookback_days: int = Field(
-        default_factory=lambda: int(_env_float("REFINERY_DEDUPE_LOOKBACK_DAYS", 7)),
-        description="silver/events drops an event_id already seen in this many earlier partitions",
+    min_event_time: str = Field(
+        default_factory=lambda: os.environ.get("REFINERY_MIN_EVENT_TIME", "2000-01-01"),
+        description="silver/events quarantines an event_time before this date "
+        "(event_time_too_old)",
+    )
+    max_event_age_days: int = Field(
+        default_factory=lambda: int(_env_float("REFINERY_MAX_EVENT_AGE_DAYS", 365)),
+        description="... or more than this many days before the day it arrived",
+    )
+    max_snapshot_shrink: float = Field(
+        default_factory=lambda: _env_float("REFINERY_MAX_SNAPSHOT_SHRINK", 0.5),
+        description="silver users/products blocks when a snapshot has fewer than (1 - this) x "
+        "the previous snapshot's rows, or none",
     )
 
 
-__all__ = ["LakeResource", "QualityPolicy", "LakePaths"]
+__all__ = ["LakePaths", "LakeResource", "QualityPolicy"]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import ctypes
+import errno
 import os
 import shutil
 import uuid
@@ -59,6 +61,36 @@ class LakePaths:
         parts = self.partition_dir(layer, table, date).glob("part-*.parquet")
         return sorted(parts, key=lambda p: int(p.stem.removeprefix("part-")))
 
+    @property
+    def staging(self) -> Path:
+        """Where runs build partitions before swapping them in: inside the lake (one filesystem,
+        so the swap is a rename) but outside every table folder, so no glob over the lake sees a
+        partition that is half written or was left by a killed run."""
+        return self.lake / ".staging"
+
+    def staging_dir(self, layer: str, table: str, date: str) -> Path:
+        """A fresh staging folder, named for its partition and the process that owns it."""
+        return self.staging / f"{layer}.{table}.{date}.{os.getpid()}.{uuid.uuid4().hex}"
+
+    def sweep_staging(self) -> list[Path]:
+        """Delete staging folders whose process is gone (a killed run's leftovers)."""
+        removed = []
+        if not self.staging.is_dir():
+            return removed
+        for path in self.staging.iterdir():
+            try:
+                pid = int(path.name.split(".")[-2])
+            except (IndexError, ValueError):
+                pid = -1  # not a name refinery gives: nobody owns it
+            if pid == os.getpid() or (pid > 0 and _process_alive(pid)):
+                continue
+            if path.is_dir():
+                shutil.rmtree(path, ignore_errors=True)
+            else:
+                path.unlink(missing_ok=True)
+            removed.append(path)
+        return removed
+
     def gold_dir(self, model: str) -> Path:
         return self.lake / "gold" / model
 
@@ -88,14 +120,55 @@ def write_parquet_atomic(frame: pl.DataFrame, path: Path) -> None:
         tmp.unlink(missing_ok=True)
 
 
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+_RENAME_EXCHANGE = 2
+_AT_FDCWD = -100
+try:
+    _renameat2 = ctypes.CDLL(None, use_errno=True).renameat2
+except (AttributeError, OSError):  # not glibc >= 2.28
+    _renameat2 = None
+
+
+def _exchange(a: Path, b: Path) -> bool:
+    """Atomically swap two paths (Linux renameat2 RENAME_EXCHANGE); False where unsupported."""
+    if _renameat2 is None:
+        return False
+    if _renameat2(_AT_FDCWD, os.fsencode(a), _AT_FDCWD, os.fsencode(b), _RENAME_EXCHANGE) == 0:
+        return True
+    err = ctypes.get_errno()
+    if err in (errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP):
+        return False
+    raise OSError(err, os.strerror(err), str(a), None, str(b))
+
+
 def replace_dir_atomic(staging: Path, target: Path) -> None:
-    """Swap a fully written staging directory into place (rerun of a partition replaces it)."""
+    """Swap a fully written staging directory into place (rerun of a partition replaces it).
+
+    With an existing partition the two directories are exchanged in one atomic step, so a reader
+    (or a kill) sees the old partition or the new one, never none; the old one, now at the
+    staging path outside the table folders, is deleted after. Where the kernel cannot exchange,
+    the old partition is first moved into the staging area (never beside the partitions).
+    """
     target.parent.mkdir(parents=True, exist_ok=True)
-    old = target.with_name(f".{target.name}.old.{uuid.uuid4().hex}")
     if target.exists():
+        if _exchange(staging, target):
+            shutil.rmtree(staging, ignore_errors=True)
+            return
+        old = staging.with_name(f"{staging.name}-old")  # keeps the owner's pid in the name
         os.replace(target, old)
+        os.replace(staging, target)
+        shutil.rmtree(old, ignore_errors=True)
+        return
     os.replace(staging, target)
-    shutil.rmtree(old, ignore_errors=True)
 
 
 def env_int(name: str, default: int, minimum: int | None = None) -> int:

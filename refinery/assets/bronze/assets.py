@@ -1,8 +1,6 @@
 """bronze/events, bronze/users, bronze/products: one partition per arrival date, nothing lost."""
 
-
-import uuid
-from datetime import date, datetime, timedelta, timezone
+from datetime import UTC, date, datetime, timedelta
 
 import polars as pl
 from dagster import (
@@ -17,22 +15,26 @@ from dagster import (
 )
 
 from refinery.assets.bronze.ingest import (
+    FILE_ERRORS,
     LandingError,
     bronze_event_parts,
     bronze_snapshot_from_file,
     landing_files,
     stamp,
+    unsupported_file_record,
 )
 from refinery.assets.metadata import contract_check
 from refinery.contracts.bronze import BRONZE_CONTRACTS
+from refinery.faults import kill_point
 from refinery.partitions import daily_partitions
 from refinery.quality import consistency, freshness
 from refinery.resources import LakeResource, QualityPolicy
 from refinery.resources.lake import replace_dir_atomic, write_parquet_atomic
 
 _DESCRIPTIONS = {
-    "events": "Every line of landing/events/<arrival date>/*.jsonl[.gz], as received: contract "
-    "fields as text, the raw line, and why it did not parse. One Parquet part per landing file.",
+    "events": "Every line of `landing/events/{arrival date}/*.jsonl[.gz]`, as received: contract "
+    "fields as text, the raw line, and why it did not parse; one row per file refinery does not "
+    "read. One Parquet part per landing file (or 128 MB of it).",
     "users": "The CRM's users.csv snapshot of the arrival date, every value as text.",
     "products": "The catalogue's products.csv snapshot of the arrival date, every value as text.",
 }
@@ -54,27 +56,47 @@ def build_bronze_asset(table: str):
                            description=f"Pandera {contract.name} contract on the written partition"),
             AssetCheckSpec("unparsed_lines", asset=key, blocking=False,
                            description="warns when lines could not be parsed (they go to quarantine)"),
+            AssetCheckSpec("landing_files", asset=key, blocking=False,
+                           description="warns when the landing folder holds files refinery did not "
+                           "read as exports (unsupported, misnamed, hidden, sub-folders), naming them"),
         ],
     )
     def _bronze(context: AssetExecutionContext, lake: LakeResource, policy: QualityPolicy):
         arrival = date.fromisoformat(context.partition_key)
         paths = lake.paths
-        files, ignored = landing_files(paths.landing_dir(table, context.partition_key), table)
-        ingested_at = datetime.now(timezone.utc)
+        paths.sweep_staging()
+        folder = landing_files(paths.landing_dir(table, context.partition_key), table)
+        ingested_at = datetime.now(UTC)
         target = paths.partition_dir("bronze", table, context.partition_key)
-        staging = target.with_name(f".staging-{uuid.uuid4().hex}")
+        staging = paths.staging_dir("bronze", table, context.partition_key)
         rows_per_file: dict[str, int] = {}
+        file_problems: dict[str, list[str]] = {}
         parts, checks = [], []
-        for path in files:
+
+        def frames_of(path):
             source_file = str(path.relative_to(paths.root))
+            if path in folder.unsupported:
+                return source_file, iter([unsupported_file_record(table, path, source_file)])
             if table == "events":
-                frames = bronze_event_parts(path, source_file)
-            else:
-                frames = iter([bronze_snapshot_from_file(path, source_file, table)])
+                return source_file, bronze_event_parts(path, source_file)
+            return source_file, iter([bronze_snapshot_from_file(path, source_file, table)])
+
+        for path in [*folder.read, *folder.unsupported]:
+            source_file, frames = frames_of(path)
             for frame in frames:
                 frame = stamp(frame, table, arrival, ingested_at)
                 write_parquet_atomic(frame, staging / f"part-{len(parts)}.parquet")
+                kill_point("bronze.after_part")
                 rows_per_file[source_file] = rows_per_file.get(source_file, 0) + frame.height
+                problems = (
+                    frame.filter(pl.col("_parse_error").is_in(list(FILE_ERRORS)))
+                    .select("_parse_error", "_parse_detail")
+                    .unique(maintain_order=True)
+                )
+                for error, detail in problems.iter_rows():
+                    noted = file_problems.setdefault(source_file, [])
+                    if f"{error}: {detail}" not in noted:
+                        noted.append(f"{error}: {detail}")
                 # Measure and validate part by part: a 10M-line day never sits in memory whole.
                 parts.append(_part_stats(frame, table, arrival))
                 checks.append(
@@ -83,9 +105,14 @@ def build_bronze_asset(table: str):
                     )
                 )
                 del frame
+        kill_point("bronze.before_swap")
         replace_dir_atomic(staging, target)
-        if ignored:
-            context.log.warning(f"ignored files that are not {table} exports: {ignored}")
+        skipped = [str(p.relative_to(paths.root)) for p in folder.skipped]
+        if file_problems or skipped:
+            context.log.warning(
+                f"landing/{table}/{context.partition_key}: files not read as exports: "
+                f"{file_problems}; skipped (hidden or sub-folders): {skipped}"
+            )
 
         rows = sum(p["rows"] for p in parts)
         by_error = _sum_counts([p["parse_errors"] for p in parts])
@@ -109,7 +136,8 @@ def build_bronze_asset(table: str):
                 "rows_per_file": MetadataValue.json(rows_per_file),
                 "unparsed_lines": unparsed,
                 "unparsed_by_error": MetadataValue.json(by_error),
-                "ignored_files": MetadataValue.json([str(p) for p in ignored]),
+                "file_problems": MetadataValue.json(file_problems),
+                "skipped_entries": MetadataValue.json(skipped),
             },
         )
         failed = [c for c in checks if not c.passed]
@@ -124,8 +152,29 @@ def build_bronze_asset(table: str):
             else "every line parsed",
             metadata={"by_error": MetadataValue.json(by_error)},
         )
+        yield landing_files_check(key, file_problems, skipped)
 
     return _bronze
+
+
+def landing_files_check(
+    key: AssetKey, file_problems: dict[str, list[str]], skipped: list[str]
+) -> AssetCheckResult:
+    """Warn, naming each one, about files that were not read as what their name says and entries
+    that were not read at all (hidden files such as in-flight uploads, sub-folders)."""
+    lines = [f"{name}: {'; '.join(problems)}" for name, problems in file_problems.items()]
+    lines += [f"{name}: skipped (hidden file or sub-folder; not ingested)" for name in skipped]
+    return AssetCheckResult(
+        asset_key=key,
+        check_name="landing_files",
+        passed=not lines,
+        severity=AssetCheckSeverity.WARN,
+        description="; ".join(lines)[:1000] if lines else "every file was read as an export",
+        metadata={
+            "file_problems": MetadataValue.json(file_problems),
+            "skipped_entries": MetadataValue.json(skipped),
+        },
+    )
 
 
 def _part_stats(frame: pl.DataFrame, table: str, arrival: date) -> dict:
@@ -136,7 +185,7 @@ def _part_stats(frame: pl.DataFrame, table: str, arrival: date) -> dict:
     errors = frame.get_column("_parse_error").drop_nulls().value_counts()
     newest = None
     if table == "events":
-        end_of_day = datetime.combine(arrival, datetime.min.time(), timezone.utc) + timedelta(days=1)
+        end_of_day = datetime.combine(arrival, datetime.min.time(), UTC) + timedelta(days=1)
         times = frame.select(parse_event_time(pl.col("event_time")).alias("t")).get_column("t")
         newest = times.filter(times < end_of_day).max()
     return {
@@ -157,4 +206,4 @@ def _sum_counts(dicts: list[dict]) -> dict[str, int]:
 
 bronze_assets = [build_bronze_asset(t) for t in ("events", "users", "products")]
 
-__all__ = ["bronze_assets", "LandingError"]
+__all__ = ["LandingError", "bronze_assets"]

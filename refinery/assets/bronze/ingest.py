@@ -1,61 +1,138 @@
 """Reading landed files into bronze frames without losing a line.
 
-Every line of every landing file becomes one bronze row: parsed fields as text when the line is
-a JSON object, else the raw text and a parse error. File-level problems (an empty file, a gzip
-stream cut short) become one extra row with `_line = 0` or the line after the last, so they are
-visible downstream and counted in the accounting invariant.
+The parser is total: whatever the bytes, every line of every landing file becomes exactly one
+bronze row, and what happens to a line depends on that line alone. A line that is a JSON object
+whose contract fields have the contract's JSON types gets its fields as text; any other line
+keeps its raw text and a machine-readable `_parse_error` (see `LINE_ERRORS`). File-level facts
+(an empty file, a gzip stream cut short, a file that is not what its name says, a file refinery
+does not read) become one extra row with `_line = 0` (before the first line) or the line after
+the last, so they are visible downstream and counted in the accounting invariant.
+
+JSON is parsed strictly (RFC 8259): no NaN/Infinity, no trailing commas, numbers that overflow a
+double are `non_finite_number`, a key twice in one object is `duplicate_key`. Most lines take a
+fast path (orjson, strict by itself) whose result is only accepted when it is provably the
+strict parser's result; every other line goes through the standard library's parser with hooks
+that name each problem.
 """
 
 from __future__ import annotations
 
 import codecs
-import io
+import csv
 import json
+import math
 import threading
 import zlib
-from dataclasses import dataclass
-from datetime import date, datetime, timezone
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime
 from pathlib import Path
 
-import duckdb
 import numpy as np
+import orjson
 import polars as pl
 
 from refinery.contracts.bronze import BRONZE_CONTRACTS, EVENT_FIELDS, SOURCE_FIELDS
 
 EVENT_SUFFIXES = (".jsonl", ".jsonl.gz")
+GZIP_MAGIC = b"\x1f\x8b"
+UTF8_BOM = b"\xef\xbb\xbf"
+
+# JSON type each event field must have when present (null is "absent").
+_NUMBER_FIELDS = {"amount", "quantity"}
+EXPECTED_JSON_TYPE = {f: ("number" if f in _NUMBER_FIELDS else "string") for f in EVENT_FIELDS}
+
+# Why a line did not become a typed row, decided in bronze (silver adds the contract's reasons).
+LINE_ERRORS = {
+    "invalid_utf8": "line holds bytes that are not valid UTF-8",
+    "empty_line": "line is empty or only white space",
+    "malformed_json": "line is not valid JSON",
+    "non_finite_number": "a number is NaN, Infinity or too large for a double",
+    "duplicate_key": "an object names the same key twice",
+    "not_a_json_object": "line is JSON but not an object",
+    "invalid_type": "a contract field has the wrong JSON type",
+    "malformed_csv": "line is not a valid CSV record",
+    "wrong_field_count": "CSV record has a different number of fields than the header",
+}
+# Facts about a whole file, recorded as one extra row (`_line` 0, or after its last line).
+FILE_ERRORS = {
+    "empty_file": "file has no bytes (or decompresses to none)",
+    "truncated_gzip": "gzip stream ends before its end (the lines before the cut are kept)",
+    "corrupt_gzip": "gzip stream is damaged (the lines before the damage are kept)",
+    "misnamed_file": "file content does not match its name (read by its content)",
+    "unsupported_file": "file of a kind refinery does not read for this source",
+    "duplicate_column": "CSV header names a column twice",
+    "missing_column": "CSV header lacks a contract column",
+}
 
 
 class LandingError(Exception):
     """A landing problem no row can represent: the user must act (re-deliver, fix the export)."""
 
 
-@dataclass(frozen=True)
+@dataclass
 class RawFile:
+    """A landing file's decoded bytes and the file-level facts found reading it."""
+
     data: bytes
-    truncated: str | None  # why the stream ended early, when it did
+    problems: list[tuple[str, str]] = field(default_factory=list)  # (file error, detail)
+
+    @property
+    def truncated(self) -> str | None:  # kept for callers that only ask "was it cut?"
+        cut = [d for e, d in self.problems if e in ("truncated_gzip", "corrupt_gzip")]
+        return cut[0] if cut else None
+
+
+def gunzip(blob: bytes) -> tuple[bytes, tuple[str, str] | None]:
+    """Every member of a (possibly multi-member) gzip stream; on damage, all that decompressed
+    before it plus (file error, detail)."""
+    out: list[bytes] = []
+    rest, members = blob, 0
+    piece = 1 << 20
+    while rest:
+        if not rest.startswith(GZIP_MAGIC):
+            return b"".join(out), (
+                "corrupt_gzip",
+                f"{len(rest)} byte(s) after gzip member {members} are not gzip data",
+            )
+        decomp = zlib.decompressobj(wbits=31)
+        consumed = 0
+        try:
+            while consumed < len(rest) and not decomp.eof:
+                chunk = rest[consumed : consumed + piece]
+                out.append(decomp.decompress(chunk))
+                consumed += len(chunk)
+        except zlib.error as exc:
+            return b"".join(out), ("corrupt_gzip", f"gzip member {members + 1}: {exc}")
+        if not decomp.eof:
+            return b"".join(out), (
+                "truncated_gzip",
+                f"gzip member {members + 1} ends before its end-of-stream marker (file cut short)",
+            )
+        members += 1
+        rest = decomp.unused_data + rest[consumed:]
+    return b"".join(out), None
 
 
 def read_raw(path: Path) -> RawFile:
-    """The file's bytes; for gzip, everything that decompresses before any corruption."""
+    """The file's text bytes, by content: gzip is decompressed whatever the name says, a `.gz`
+    name on plain bytes is noted and the bytes read as they are; a leading UTF-8 BOM is dropped."""
     blob = path.read_bytes()
-    if not path.name.endswith(".gz"):
-        return RawFile(blob, None)
-    decomp = zlib.decompressobj(wbits=47)  # auto-detect gzip/zlib header
-    try:
-        out = decomp.decompress(blob) + decomp.flush()
-    except zlib.error as exc:
-        # Decompress again in small pieces to keep what precedes the corruption.
-        decomp, parts = zlib.decompressobj(wbits=47), []
-        for start in range(0, len(blob), 1 << 16):
-            try:
-                parts.append(decomp.decompress(blob[start : start + (1 << 16)]))
-            except zlib.error:
-                break
-        return RawFile(b"".join(parts), f"corrupt gzip stream: {exc}")
-    if not decomp.eof:
-        return RawFile(out, "gzip stream ends before its end-of-stream marker (truncated file)")
-    return RawFile(out, None)
+    named_gz = path.name.lower().endswith(".gz")
+    problems: list[tuple[str, str]] = []
+    if not blob:
+        return RawFile(b"", [("empty_file", "file has no bytes")])
+    if blob.startswith(GZIP_MAGIC):
+        if not named_gz:
+            problems.append(("misnamed_file", f"{path.name} is gzip-compressed; decompressed"))
+        blob, problem = gunzip(blob)
+        if problem:
+            problems.append(problem)
+        elif not blob:
+            problems.append(("empty_file", "gzip stream decompresses to no bytes"))
+    elif named_gz:
+        problems.append(("misnamed_file", f"{path.name} is not gzip data; read as plain text"))
+    blob = blob.removeprefix(UTF8_BOM)
+    return RawFile(blob, problems)
 
 
 _bad_utf8 = threading.local()
@@ -70,16 +147,18 @@ codecs.register_error("refinery_record_bad_utf8", _record_bad_utf8)
 
 
 def decode_lines(data: bytes) -> tuple[pl.Series, np.ndarray]:
-    """Split into lines (without line endings) and flag the lines that held invalid UTF-8.
+    """Split into lines (without `\\n` / `\\r\\n` endings) and flag the lines that held invalid
+    UTF-8. No bytes, no lines; a final newline ends the last line rather than starting one.
 
     Decoding is one pass in C; the error handler runs only on bad bytes, so clean files cost
     nothing extra.
     """
+    if not data:
+        return pl.Series("_raw", [], dtype=pl.String), np.zeros(0, dtype=bool)
     _bad_utf8.offsets = []
     text = data.decode("utf-8", errors="refinery_record_bad_utf8")
     offsets = np.asarray(_bad_utf8.offsets, dtype=np.int64)
-    if text.endswith("\n"):
-        text = text[:-1]
+    text = text.removesuffix("\n")
     lines = pl.Series("_raw", [text], dtype=pl.String).str.split("\n").explode()
     lines = lines.str.strip_suffix("\r")
     bad = np.zeros(len(lines), dtype=bool)
@@ -89,75 +168,200 @@ def decode_lines(data: bytes) -> tuple[pl.Series, np.ndarray]:
     return lines, bad
 
 
-_duck_local = threading.local()
+# --- strict JSON, one line at a time -----------------------------------------------------------
 
 
-def _duck() -> duckdb.DuckDBPyConnection:
-    if getattr(_duck_local, "con", None) is None:
-        _duck_local.con = duckdb.connect()
-    return _duck_local.con
+class _LineProblem(Exception):
+    def __init__(self, error: str, detail: str) -> None:
+        super().__init__(detail)
+        self.error, self.detail = error, detail
 
 
-def classify_json_lines(lines: pl.Series) -> pl.Series:
-    """For each line: null if it is a JSON object, else why not (`malformed_json`, ...)."""
-    frame = pl.DataFrame({"line": lines})  # noqa: F841 - read by DuckDB's replacement scan
-    return (
-        _duck()
-        .sql(
-            """
-            select case
-                when not json_valid(line) then 'malformed_json'
-                when json_type(line::json) <> 'OBJECT' then 'not_a_json_object'
-            end as why
-            from frame
-            """
-        )
-        .pl()
-        .to_series()
-    )
+class _BigInt(str):
+    """An integer literal too long for the fast path, kept as written."""
 
 
-def parse_objects(
-    lines: pl.Series, fields: tuple[str, ...], payload: bytes | None = None
-) -> pl.DataFrame:
-    """Contract fields of JSON-object lines as text (numbers and nested values as their JSON).
+def _no_constants(name: str):
+    raise _LineProblem("non_finite_number", f"{name} is not a JSON number")
 
-    `payload`: the lines' original bytes when every line is an object (the common case), which
-    saves joining them again."""
-    schema = {f: pl.String for f in fields}
-    if lines.len() == 0:
-        return pl.DataFrame(schema=schema)
-    if payload is None:
-        payload = lines.str.join("\n").item().encode()
+
+def _finite_float(literal: str) -> float:
+    value = float(literal)
+    if not math.isfinite(value):
+        raise _LineProblem("non_finite_number", f"{literal[:40]} overflows a double")
+    return value
+
+
+def _int(literal: str):
+    return int(literal) if len(literal) <= 18 else _BigInt(literal)
+
+
+def _unique_keys(pairs: list[tuple[str, object]]) -> dict:
+    obj = dict(pairs)
+    if len(obj) != len(pairs):
+        seen: set[str] = set()
+        repeated = next(k for k, _ in pairs if k in seen or seen.add(k))
+        raise _LineProblem("duplicate_key", f"key {repeated[:60]!r} appears more than once")
+    return obj
+
+
+_STRICT = json.JSONDecoder(
+    object_pairs_hook=_unique_keys,
+    parse_float=_finite_float,
+    parse_int=_int,
+    parse_constant=_no_constants,
+)
+
+
+def strict_json(line: str):
+    """The line's JSON value, or `_LineProblem` naming why it is not strict JSON."""
     try:
-        parsed = pl.read_ndjson(io.BytesIO(payload), schema=schema)
-    except pl.exceptions.PolarsError:
-        parsed = None
-    if parsed is None or parsed.height != lines.len():
-        # Slow path, only when Polars and DuckDB disagree on an odd line.
-        rows = []
-        for line in lines:
-            obj = json.loads(line)
-            rows.append({f: _as_text(obj.get(f)) for f in fields})
-        parsed = pl.DataFrame(rows, schema=schema)
-    return parsed
+        return _STRICT.decode(line)
+    except _LineProblem:
+        raise
+    except json.JSONDecodeError as exc:
+        raise _LineProblem("malformed_json", f"not valid JSON: {exc.msg} at column {exc.colno}")
+    except RecursionError:
+        raise _LineProblem("malformed_json", "not valid JSON: nested too deeply")
+    except ValueError as exc:  # e.g. an integer literal beyond Python's digit limit
+        raise _LineProblem("malformed_json", f"not valid JSON: {str(exc)[:120]}")
 
 
-def _as_text(value) -> str | None:
-    if value is None or isinstance(value, str):
-        return value
-    return json.dumps(value, separators=(",", ":"))
+def _json_type(value) -> str:
+    if isinstance(value, bool):
+        return "boolean"
+    if isinstance(value, str):
+        return "number" if isinstance(value, _BigInt) else "string"
+    if isinstance(value, int | float):
+        return "number"
+    return "array" if isinstance(value, list) else "object"
 
 
-def _file_record(fields, source_file: str, line: int, error: str, detail: str) -> dict:
-    return {
-        "_raw": "",
-        **{f: None for f in fields},
-        "_parse_error": error,
-        "_parse_detail": detail,
-        "_source_file": source_file,
-        "_line": line,
-    }
+def _as_text(value) -> str:
+    if isinstance(value, str):
+        return str(value)
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, float):
+        return repr(value)
+    return orjson.dumps(value).decode()
+
+
+def event_fields(
+    obj: dict, may_hold_surrogates: bool = True
+) -> tuple[list[str | None], tuple[str, str] | None]:
+    """Contract fields of a parsed object as text, and the first JSON-type problem.
+
+    The standard library decodes a `\\ud800` escape to a lone surrogate, which no UTF-8 column
+    can hold: such a value is replaced and the line is `invalid_utf8` (orjson rejects those
+    escapes itself, so its results skip the check)."""
+    values: list[str | None] = []
+    problem = None
+    for name in EVENT_FIELDS:
+        value = obj.get(name)
+        if value is None:
+            values.append(None)
+            continue
+        kind = _json_type(value)
+        text = _as_text(value)
+        if problem is None:
+            if kind != EXPECTED_JSON_TYPE[name]:
+                problem = (
+                    "invalid_type",
+                    f"{name} is a JSON {kind} ({text[:60]}); expected a {EXPECTED_JSON_TYPE[name]}",
+                )
+            elif may_hold_surrogates and kind == "string" and not _encodable(text):
+                problem = ("invalid_utf8", f"{name} holds a lone surrogate escape")
+        if may_hold_surrogates and not _encodable(text):
+            text = text.encode("utf-8", "replace").decode()
+        values.append(text)
+    return values, problem
+
+
+def _encodable(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def parse_event_line(line: str, fast_ok: bool = False, key_count: int = -1):
+    """(field texts, error, detail) of one line; the same line always gives the same answer.
+
+    `fast_ok` and `key_count` come from `_fast_path_hints`: a line with no backslash and no
+    19-digit run, and how many `"…":` key terminators it holds. Only then is orjson's (equally
+    strict) result taken, and only when its object has as many keys as the line names (else a
+    key repeats, or an object nests: the hooks decide)."""
+    if not line.strip():
+        return [None] * len(EVENT_FIELDS), "empty_line", LINE_ERRORS["empty_line"]
+    obj = None
+    if fast_ok:
+        try:
+            obj = orjson.loads(line)
+        except orjson.JSONDecodeError:
+            obj = None
+        if type(obj) is dict and len(obj) == key_count:
+            values, problem = event_fields(obj, may_hold_surrogates=False)
+            return (values, *problem) if problem else (values, None, None)
+        obj = None
+    if obj is None:
+        try:
+            obj = strict_json(line)
+        except _LineProblem as problem:
+            return [None] * len(EVENT_FIELDS), problem.error, problem.detail
+    if not isinstance(obj, dict):
+        kind = _json_type(obj) if obj is not None else "null"
+        return [None] * len(EVENT_FIELDS), "not_a_json_object", f"line is a JSON {kind}, not an object"
+    values, problem = event_fields(obj)
+    return (values, *problem) if problem else (values, None, None)
+
+
+def _fast_path_hints(lines: pl.Series) -> tuple[list[bool], list[int]]:
+    hints = pl.DataFrame({"l": lines}).select(
+        ok=~pl.col("l").str.contains("\\", literal=True) & ~pl.col("l").str.contains(r"[0-9]{19}"),
+        keys=pl.col("l").str.count_matches(r'"[ \t\r\n]*:'),
+    )
+    return hints["ok"].fill_null(False).to_list(), hints["keys"].fill_null(-1).to_list()
+
+
+def _event_lines(data: bytes, source_file: str, first_line: int = 1) -> pl.DataFrame:
+    lines, bad_utf8 = decode_lines(data)
+    fast, keys = _fast_path_hints(lines)
+    columns: list[list[str | None]] = [[] for _ in EVENT_FIELDS]
+    errors: list[str | None] = []
+    details: list[str | None] = []
+    for i, line in enumerate(lines.to_list()):
+        values, error, detail = parse_event_line(line, fast[i], keys[i])
+        if bad_utf8[i]:
+            error, detail = "invalid_utf8", LINE_ERRORS["invalid_utf8"]
+        for column, value in zip(columns, values):
+            column.append(value)
+        errors.append(error)
+        details.append(detail)
+    frame = pl.DataFrame(
+        {
+            "_raw": lines,
+            **{name: pl.Series(name, col, dtype=pl.String) for name, col in zip(EVENT_FIELDS, columns)},
+            "_parse_error": pl.Series(errors, dtype=pl.String),
+            "_parse_detail": pl.Series(details, dtype=pl.String),
+        }
+    ).with_columns(
+        _source_file=pl.lit(source_file),
+        _line=pl.int_range(first_line, first_line + lines.len(), dtype=pl.Int64),
+    )
+    return frame.select(list(_schema("events", False)))
+
+
+def file_record(table: str, source_file: str, line: int, error: str, detail: str) -> pl.DataFrame:
+    """One bronze row that stands for a fact about a whole file."""
+    schema = _schema(table, False)
+    row = {name: None for name in schema}
+    row |= {"_raw": "", "_parse_error": error, "_parse_detail": detail}
+    row |= {"_source_file": source_file, "_line": line}
+    return pl.DataFrame([row], schema=schema)
 
 
 CHUNK_BYTES = 128 << 20  # parse a landing file this much at a time: memory stays flat
@@ -180,24 +384,22 @@ def line_chunks(data: bytes, size: int = CHUNK_BYTES):
 def bronze_event_parts(path: Path, source_file: str, chunk_bytes: int = CHUNK_BYTES):
     """One events landing file → bronze frames, a chunk of lines at a time.
 
-    Without `_ingested_at`/`_arrival_date`; file-level records (empty file, truncated gzip)
-    come last.
+    Without `_ingested_at`/`_arrival_date`. File-level records: a name that lies about the
+    content comes first (`_line` 0); an empty file is one record at 0; a damaged gzip stream
+    is recorded after the last line that decompressed.
     """
     raw = read_raw(path)
     lines_seen = 0
+    for error, detail in raw.problems:
+        if error in ("misnamed_file", "empty_file"):
+            yield file_record("events", source_file, 0, error, detail)
     for first_line, chunk in line_chunks(raw.data, chunk_bytes):
         frame = _event_lines(chunk, source_file, first_line)
         lines_seen = first_line - 1 + frame.height
         yield frame
-    records: list[dict] = []
-    if not raw.data and raw.truncated is None:
-        records.append(_file_record(EVENT_FIELDS, source_file, 0, "empty_file", "file has no bytes"))
-    if raw.truncated is not None:
-        records.append(
-            _file_record(EVENT_FIELDS, source_file, lines_seen + 1, "truncated_gzip", raw.truncated)
-        )
-    if records:
-        yield pl.DataFrame(records, schema=_schema("events", False))
+    for error, detail in raw.problems:
+        if error in ("truncated_gzip", "corrupt_gzip"):
+            yield file_record("events", source_file, lines_seen + 1, error, detail)
 
 
 def bronze_events_from_file(path: Path, source_file: str) -> pl.DataFrame:
@@ -206,82 +408,97 @@ def bronze_events_from_file(path: Path, source_file: str) -> pl.DataFrame:
     return pl.concat(parts) if parts else _empty("events")
 
 
-_PARSE_DETAIL = {
-    "invalid_utf8": "line holds bytes that are not valid UTF-8",
-    "malformed_json": "line is not valid JSON",
-    "not_a_json_object": "line is JSON but not an object",
-}
-
-
-def _event_lines(data: bytes, source_file: str, first_line: int = 1) -> pl.DataFrame:
-    lines, bad_utf8 = decode_lines(data)
-    why = classify_json_lines(lines)
-    why = pl.select(
-        pl.when(pl.lit(pl.Series(bad_utf8))).then(pl.lit("invalid_utf8")).otherwise(why)
-    ).to_series()
-    ok = why.is_null()
-    if ok.all():  # every line parses: no filtering, no scattering back
-        fields = parse_objects(lines, EVENT_FIELDS, payload=data).get_columns()
-    else:
-        parsed = parse_objects(lines.filter(ok), EVENT_FIELDS)
-        # Scatter the parsed fields back to the lines they came from.
-        at = pl.Series(np.flatnonzero(ok.to_numpy()), dtype=pl.Int64)
-        fields = [
-            pl.Series(f, [None] * lines.len(), dtype=pl.String).scatter(at, parsed[f])
-            if at.len()
-            else pl.Series(f, [None] * lines.len(), dtype=pl.String)
-            for f in EVENT_FIELDS
-        ]
-    frame = pl.DataFrame([lines, *fields, why.alias("_parse_error")]).with_columns(
-        _parse_detail=pl.col("_parse_error").replace_strict(_PARSE_DETAIL, default=None),
-        _source_file=pl.lit(source_file),
-        _line=pl.int_range(first_line, first_line + lines.len(), dtype=pl.Int64),
-    )
-    return frame.select(list(_schema("events", False)))
-
-
 def _empty(table: str) -> pl.DataFrame:
     return pl.DataFrame(schema=_schema(table, False))
 
 
-def bronze_snapshot_from_file(path: Path, source_file: str, table: str) -> pl.DataFrame:
-    """A CRM/catalogue CSV snapshot → bronze rows, every value as text.
+def _csv_record(line: str) -> list[str]:
+    """One physical line as a CSV record (RFC 4180 quoting); csv.Error when it is not one."""
+    return next(csv.reader([line], strict=True))
 
-    A missing contract column is recorded on every row (`missing_column`) so silver quarantines the
-    snapshot with that reason; an unreadable file raises `LandingError` naming it.
+
+def bronze_snapshot_from_file(path: Path, source_file: str, table: str) -> pl.DataFrame:
+    """A CRM/catalogue CSV snapshot → bronze rows, judged line by line, every value as text.
+
+    Line 1 is the header (column names are trimmed and lower-cased; extra columns are ignored).
+    Each later line is one record: a line that is not valid CSV, holds invalid UTF-8, or has a
+    different number of fields than the header keeps its raw text and its reason. A header that
+    lacks a contract column, or names one twice, marks every row (`missing_column`,
+    `duplicate_column`) so silver quarantines the snapshot with that reason. An empty file is one
+    `empty_file` record. A record never spans lines: a quoted field with a line break in it
+    makes both halves `malformed_csv`.
     """
     fields = SOURCE_FIELDS[table]
+    raw = read_raw(path)
+    records = [file_record(table, source_file, 0, e, d) for e, d in raw.problems]
+    lines, bad_utf8 = decode_lines(raw.data)
+    if lines.len() == 0:
+        return pl.concat(records) if records else _empty(table)
+    texts = lines.to_list()
     try:
-        frame = pl.read_csv(
-            path,
-            infer_schema=False,
-            encoding="utf8-lossy",
-        )
-    except pl.exceptions.NoDataError:
-        frame = pl.DataFrame()
-    except pl.exceptions.PolarsError as exc:
-        raise LandingError(
-            f"cannot read the {table} snapshot {path}: {exc}. Fix or re-deliver the file "
-            f"(a CSV with the header {', '.join(fields)}), then re-run this partition."
-        ) from exc
-    if frame.width == 0:
-        raise LandingError(
-            f"the {table} snapshot {path} is empty (no header, no rows). Re-deliver the full "
-            f"snapshot with the header {', '.join(fields)}, then re-run this partition."
-        )
-    frame = frame.rename({c: c.strip().lower() for c in frame.columns})
-    missing = [f for f in fields if f not in frame.columns]
-    frame = frame.with_columns([pl.lit(None, dtype=pl.String).alias(f) for f in missing])
-    error = "missing_column" if missing else None
-    detail = f"snapshot lacks column(s): {', '.join(missing)}" if missing else None
-    frame = frame.select(list(fields)).with_columns(
-        _parse_error=pl.lit(error, dtype=pl.String),
-        _parse_detail=pl.lit(detail, dtype=pl.String),
+        header = [name.strip().lower() for name in _csv_record(texts[0])]
+    except (csv.Error, StopIteration):
+        header = []
+    missing = [f for f in fields if f not in header]
+    doubled = sorted({f for f in fields if header.count(f) > 1})
+    header_error = None
+    if doubled:
+        header_error = ("duplicate_column", f"header names {', '.join(doubled)} more than once")
+    elif missing:
+        header_error = ("missing_column", f"snapshot lacks column(s): {', '.join(missing)}")
+    position = {f: header.index(f) for f in fields if f in header}
+    columns: list[list[str | None]] = [[] for _ in fields]
+    errors: list[str | None] = []
+    details: list[str | None] = []
+    for number, text in enumerate(texts[1:], start=2):
+        values: list[str | None] = [None] * len(fields)
+        error = detail = None
+        if bad_utf8[number - 1]:
+            error, detail = "invalid_utf8", LINE_ERRORS["invalid_utf8"]
+        elif not text.strip():
+            error, detail = "empty_line", LINE_ERRORS["empty_line"]
+        else:
+            try:
+                record = _csv_record(text)
+            except (csv.Error, StopIteration) as exc:
+                record, error, detail = [], "malformed_csv", f"line {number} is not valid CSV: {exc}"
+            if error is None and len(record) != len(header):
+                error, detail = (
+                    "wrong_field_count",
+                    f"line {number} has {len(record)} field(s), the header has {len(header)}",
+                )
+            if error is None:
+                values = [record[position[f]].strip() if f in position else None for f in fields]
+                if header_error:
+                    error, detail = header_error
+        for column, value in zip(columns, values):
+            column.append(value)
+        errors.append(error)
+        details.append(detail)
+    frame = pl.DataFrame(
+        {
+            "_raw": pl.Series(texts[1:], dtype=pl.String),
+            **{f: pl.Series(f, col, dtype=pl.String) for f, col in zip(fields, columns)},
+            "_parse_error": pl.Series(errors, dtype=pl.String),
+            "_parse_detail": pl.Series(details, dtype=pl.String),
+        }
+    ).with_columns(
         _source_file=pl.lit(source_file),
-        # header is line 1 of the file
-        _line=pl.int_range(2, frame.height + 2, dtype=pl.Int64),
+        _line=pl.int_range(2, len(texts) + 1, dtype=pl.Int64),  # line 1 is the header
     )
-    return frame.with_columns(pl.col(list(fields)).str.strip_chars())
+    return pl.concat([*records, frame.select(list(_schema(table, False)))])
+
+
+def unsupported_file_record(table: str, path: Path, source_file: str) -> pl.DataFrame:
+    expected = "*.jsonl or *.jsonl.gz" if table == "events" else f"{table}.csv"
+    return file_record(
+        table,
+        source_file,
+        0,
+        "unsupported_file",
+        f"{path.name} is not a {table} export refinery reads (expected {expected}); "
+        f"its {path.stat().st_size} byte(s) were not ingested",
+    )
 
 
 def _schema(table: str, with_meta: bool) -> dict:
@@ -292,7 +509,7 @@ def _schema(table: str, with_meta: bool) -> dict:
 
 def stamp(frame: pl.DataFrame, table: str, arrival_date: date, ingested_at: datetime) -> pl.DataFrame:
     """Add ingestion metadata and put columns in contract order and types."""
-    ingested_at = ingested_at.astimezone(timezone.utc)
+    ingested_at = ingested_at.astimezone(UTC)
     frame = frame.with_columns(
         _ingested_at=pl.lit(ingested_at).cast(pl.Datetime("us", "UTC")),
         _arrival_date=pl.lit(arrival_date, dtype=pl.Date),
@@ -300,23 +517,42 @@ def stamp(frame: pl.DataFrame, table: str, arrival_date: date, ingested_at: date
     return frame.select([pl.col(n).cast(t) for n, t in _schema(table, with_meta=True).items()])
 
 
-def landing_files(landing_dir: Path, table: str) -> tuple[list[Path], list[Path]]:
-    """(files to ingest, files ignored) in a landing folder, sorted by name."""
+@dataclass(frozen=True)
+class LandingFolder:
+    """What a landing folder holds, by what refinery does with each entry."""
+
+    read: list[Path]  # the source's exports, ingested line by line
+    unsupported: list[Path]  # other files: one `unsupported_file` bronze row each
+    skipped: list[Path]  # hidden files (in-flight uploads) and sub-folders: named in a check
+
+
+def is_export(path: Path, table: str) -> bool:
+    name = path.name.lower()
+    if table == "events":
+        return name.endswith(EVENT_SUFFIXES)
+    return path.name == f"{table}.csv"
+
+
+def landing_files(landing_dir: Path, table: str) -> LandingFolder:
+    """Sort a landing folder's entries by name into read / unsupported / skipped.
+
+    Raises `LandingError` only where no row can stand for the problem: the folder is missing or
+    empty, or a snapshot's CSV (which the contract requires) is not there.
+    """
     if not landing_dir.is_dir():
         raise LandingError(
             f"no {table} landed for this date: {landing_dir} does not exist. Wait for the upstream "
             f"export (the landing_sensor starts this partition when it arrives) or re-deliver it."
         )
-    files = sorted(p for p in landing_dir.iterdir() if p.is_file() and not p.name.startswith("."))
-    if table == "events":
-        wanted = [p for p in files if p.name.endswith(EVENT_SUFFIXES)]
-    else:
-        wanted = [p for p in files if p.name == f"{table}.csv"]
-    ignored = [p for p in files if p not in wanted]
-    if not wanted:
+    entries = sorted(landing_dir.iterdir())
+    files = [p for p in entries if p.is_file() and not p.name.startswith(".")]
+    skipped = [p for p in entries if p not in files]
+    read = [p for p in files if is_export(p, table)]
+    unsupported = [p for p in files if p not in read]
+    if not files or (table != "events" and not read):
         expected = "*.jsonl or *.jsonl.gz" if table == "events" else f"{table}.csv"
         raise LandingError(
             f"no {table} file in {landing_dir} (expected {expected}; found "
-            f"{[p.name for p in files] or 'nothing'}). Re-deliver the export, then re-run."
+            f"{[p.name for p in entries] or 'nothing'}). Re-deliver the export, then re-run."
         )
-    return wanted, ignored
+    return LandingFolder(read, unsupported, skipped)

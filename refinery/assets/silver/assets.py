@@ -8,11 +8,11 @@ the accounting invariant, the contract, and the quarantine rate.
 
 
 import json
-import uuid
-from datetime import date, timedelta
+from datetime import UTC, date, timedelta
 from pathlib import Path
 
 import polars as pl
+import pyarrow.parquet as pq
 from dagster import (
     AssetCheckResult,
     AssetCheckSeverity,
@@ -25,73 +25,131 @@ from dagster import (
 )
 
 from refinery.assets.metadata import contract_check, quality_metadata
+from refinery.assets.silver.event_index import INDEX_FILE, prior_rows, write_index
 from refinery.assets.silver.transform import (
     SilverResult,
     by_reason,
     clean_snapshot,
+    conflicts,
+    duplicate_fates,
     keep_first_arrivals,
     split_events,
 )
-from refinery.contracts.silver import CONTRACTS
+from refinery.contracts.rules import Contract
+from refinery.contracts.silver import CONTRACTS, events_contract
+from refinery.faults import kill_point
 from refinery.partitions import daily_partitions
 from refinery.resources import LakeResource, QualityPolicy
 from refinery.resources.lake import LakePaths, replace_dir_atomic, write_parquet_atomic
 
 _DESCRIPTIONS = {
     "events": "Valid events of one arrival date: typed, UTC, lower-cased, deduplicated by event_id "
-    "(within the day and against the look-back window of earlier days).",
+    "within the day and against every earlier day (the event-id index beside each partition).",
     "users": "The CRM snapshot of one arrival date, typed and validated; one row per user.",
     "products": "The catalogue snapshot of one arrival date, typed and validated; one row per product.",
 }
 
 
-def prior_event_ids(paths: LakePaths, arrival: date, lookback_days: int) -> pl.Series:
-    """event_ids already in silver in the `lookback_days` partitions before `arrival`."""
-    files = []
-    for back in range(1, lookback_days + 1):
-        files += paths.partition_parts("silver", "events", (arrival - timedelta(days=back)).isoformat())
-    if not files:
-        return pl.Series("event_id", [], dtype=pl.String)
-    return pl.scan_parquet(files).select("event_id").collect().get_column("event_id")
-
-
-def write_silver_events(bronze_parts: list[Path], prior: pl.Series, staging: Path) -> SilverResult:
-    """Silver events of one day written as `staging/part-<i>.parquet`, one per bronze part.
+def write_silver_events(
+    bronze_parts: list[Path], paths: LakePaths, arrival: date, staging: Path, contract: Contract
+) -> SilverResult:
+    """Silver events of one day written as `staging/part-<i>.parquet`, one per bronze part, with
+    the day's event-id index beside them.
 
     Typing and validation go part by part, so memory follows the part size (128 MB of landing
     text), not the day. Deduplication needs the whole day: it runs once over the event_id column
-    of the written parts (in arrival order) and the look-back ids, then rewrites the parts that
-    held a duplicate. Returns the day's quarantine and duplicates; `silver` is left empty.
+    of the written parts (in arrival order) and the ids earlier partitions already hold (found
+    through their indexes), then rewrites the parts that held a duplicate. Returns the day's
+    quarantine and duplicates (each with its reason); `silver` is left empty.
     """
     parts, quarantined, bronze_rows = [], [], 0
     for i, bronze_part in enumerate(bronze_parts):
-        split = split_events(pl.scan_parquet(bronze_part))
+        split = split_events(pl.scan_parquet(bronze_part), contract)
         part = staging / f"part-{i}.parquet"
         write_parquet_atomic(split.silver, part)
         parts.append((part, split.silver.height))
         quarantined.append(split.quarantine)
         bronze_rows += split.bronze_rows
         del split
-    ids = pl.scan_parquet([p for p, _ in parts]).select("event_id").collect().get_column("event_id")
-    keep = keep_first_arrivals(ids, prior)
+    kill_point("silver.after_parts")
+    written = [p for p, _ in parts]
+    ids = pl.scan_parquet(written).select("event_id").collect().get_column("event_id")
+    prior = prior_rows(paths, arrival, ids)
+    keep = keep_first_arrivals(ids, prior.get_column("event_id"))
+    dropped_ids = ids.filter(~keep).unique()
     del ids
-    duplicates, offset = [], 0
+    silver_empty = pl.read_parquet(written[0], n_rows=0)
+    duplicates, offset, originals = [], 0, [prior.select(silver_empty.columns)]
     for part, rows in parts:
         part_keep = keep.slice(offset, rows)
         offset += rows
         if not part_keep.all():
             frame = pl.read_parquet(part)
             duplicates.append(frame.filter(~part_keep))
-            write_parquet_atomic(frame.filter(part_keep), part)
-            del frame
+            kept = frame.filter(part_keep)
+            originals.append(kept.filter(pl.col("event_id").is_in(dropped_ids.implode())))
+            write_parquet_atomic(kept, part)
+            del frame, kept
+    kept_ids = pl.scan_parquet(written).select("event_id").collect().get_column("event_id")
+    write_index(kept_ids, staging / INDEX_FILE)
+    del kept_ids
     quarantine = pl.concat(quarantined)
-    silver_empty = pl.read_parquet(parts[0][0], n_rows=0)
+    dropped = pl.concat(duplicates) if duplicates else silver_empty
     return SilverResult(
         silver=silver_empty,
         quarantine=quarantine,
-        duplicates=pl.concat(duplicates) if duplicates else silver_empty,
+        duplicates=duplicate_fates(dropped, pl.concat(originals)),
         bronze_rows=bronze_rows,
         quarantine_by_reason=by_reason(quarantine),
+    )
+
+
+def previous_snapshot_rows(paths: LakePaths, table: str, arrival: date) -> tuple[str, int] | None:
+    """(date, rows) of the latest silver snapshot before `arrival`, from the Parquet footers."""
+    earlier = [d for d in paths.existing_partitions("silver", table) if d < arrival.isoformat()]
+    if not earlier:
+        return None
+    day = earlier[-1]
+    rows = sum(pq.read_metadata(p).num_rows for p in paths.partition_parts("silver", table, day))
+    return day, rows
+
+
+def snapshot_volume_check(
+    table: str, rows: int, previous: tuple[str, int] | None, max_shrink: float, key: AssetKey
+) -> AssetCheckResult:
+    """A full snapshot that is empty, or much smaller than the one before, is a broken export,
+    not a shop that lost its customers overnight: fail, saying which and by how much."""
+    floor = None if previous is None else previous[1] * (1.0 - max_shrink)
+    if rows == 0:
+        passed, why = False, f"the {table} snapshot has no valid rows"
+    elif floor is not None and rows < floor:
+        passed = False
+        why = (
+            f"the {table} snapshot shrank from {previous[1]} rows ({previous[0]}) to {rows} "
+            f"({1 - rows / previous[1]:.1%} fewer; the limit is {max_shrink:.0%})"
+        )
+    else:
+        passed = True
+        why = f"{rows} valid rows" + (
+            f" (previous snapshot {previous[0]}: {previous[1]})" if previous else " (first snapshot)"
+        )
+    if not passed:
+        why += (
+            ". A full daily snapshot is expected: check the export, re-deliver it and re-run this "
+            "partition (or raise REFINERY_MAX_SNAPSHOT_SHRINK if the shrink is real)."
+        )
+    return AssetCheckResult(
+        asset_key=key,
+        check_name="snapshot_volume",
+        passed=passed,
+        severity=AssetCheckSeverity.ERROR,
+        description=why,
+        metadata={
+            "rows": rows,
+            "previous_rows": previous[1] if previous else -1,
+            "previous_date": previous[0] if previous else "none",
+            "max_shrink": max_shrink,
+        },
     )
 
 
@@ -137,6 +195,27 @@ def build_silver_asset(table: str):
     key = AssetKey(["silver", table])
     contract = CONTRACTS[table]
 
+    volume_check = (
+        [
+            AssetCheckSpec(
+                "snapshot_volume",
+                asset=key,
+                blocking=True,
+                description="the snapshot is not empty and not sharply smaller than the previous "
+                "one (REFINERY_MAX_SNAPSHOT_SHRINK)",
+            )
+        ]
+        if table != "events"
+        else [
+            AssetCheckSpec(
+                "duplicate_conflicts",
+                asset=key,
+                blocking=False,
+                description="warns when an event_id arrives again with different content",
+            )
+        ]
+    )
+
     @asset(
         key=key,
         deps=[AssetKey(["bronze", table])],
@@ -165,6 +244,7 @@ def build_silver_asset(table: str):
                 blocking=True,
                 description="share of the partition's rows quarantined stays under the policy limit",
             ),
+            *volume_check,
         ],
     )
     def _silver(context: AssetExecutionContext, lake: LakeResource, policy: QualityPolicy):
@@ -177,20 +257,27 @@ def build_silver_asset(table: str):
                 f"({paths.partition_dir('bronze', table, context.partition_key)}). "
                 f"Materialize bronze/{table} for this date first."
             )
+        paths.sweep_staging()
         target = paths.partition_dir("silver", table, context.partition_key)
-        staging = target.with_name(f".staging-{uuid.uuid4().hex}")
+        staging = paths.staging_dir("silver", table, context.partition_key)
+        contract = (
+            events_contract(policy.min_event_time, policy.max_event_age_days)
+            if table == "events"
+            else CONTRACTS[table]
+        )
         if table == "events":
-            prior = prior_event_ids(paths, arrival, policy.dedupe_lookback_days)
-            result = write_silver_events(bronze_parts, prior, staging)
+            result = write_silver_events(bronze_parts, paths, arrival, staging, contract)
         else:
             result = clean_snapshot(pl.scan_parquet(bronze_parts), table)
             write_parquet_atomic(result.silver, staging / "part-0.parquet")
             result.silver = result.silver.clear()
         q_target = paths.partition_dir("quarantine", table, context.partition_key)
-        q_staging = q_target.with_name(f".staging-{uuid.uuid4().hex}")
+        q_staging = paths.staging_dir("quarantine", table, context.partition_key)
         write_parquet_atomic(result.quarantine, q_staging / "part-0.parquet")
         write_parquet_atomic(result.duplicates, q_staging / "duplicates.parquet")
+        kill_point("silver.before_swap")
         replace_dir_atomic(q_staging, q_target)
+        kill_point("silver.between_swaps")
         replace_dir_atomic(staging, target)
 
         # The checks read back what was written, part by part or as a lazy scan.
@@ -222,6 +309,7 @@ def build_silver_asset(table: str):
         metadata |= {
             **{f"accounting/{k}": v for k, v in accounting.items()},
             "quarantine_by_reason": MetadataValue.json(result.quarantine_by_reason),
+            "duplicates_by_reason": MetadataValue.json(_duplicate_reasons(result.duplicates)),
             "quarantine_path": MetadataValue.path(str(q_target)),
         }
         yield MaterializeResult(asset_key=key, metadata=metadata)
@@ -239,15 +327,54 @@ def build_silver_asset(table: str):
         )
         yield contract_check(parts, contract, check_name="contract", asset_key=key, blocking=True)
         yield quarantine_rate_check(result, policy.max_quarantine_rate, key)
+        if table == "events":
+            yield conflict_check(result, key)
+        else:
+            previous = previous_snapshot_rows(paths, table, arrival)
+            yield snapshot_volume_check(
+                table, accounting["silver_rows"], previous, policy.max_snapshot_shrink, key
+            )
 
     return _silver
 
 
+def _duplicate_reasons(duplicates: pl.DataFrame) -> dict[str, int]:
+    if "duplicate_reason" not in duplicates.columns or duplicates.height == 0:
+        return {}
+    counts = duplicates.group_by("duplicate_reason").len().sort("duplicate_reason")
+    return dict(zip(counts["duplicate_reason"].to_list(), counts["len"].to_list()))
+
+
+def conflict_check(result: SilverResult, key: AssetKey) -> AssetCheckResult:
+    """Warn when an event_id came again with different content: the first arrival was kept, but
+    upstream is telling two stories about one event."""
+    n = conflicts(result.duplicates)
+    example = "none"
+    if n:
+        row = result.duplicates.filter(
+            pl.col("duplicate_reason") == "conflicting_duplicate"
+        ).row(0, named=True)
+        example = (
+            f"{row['event_id']} at {row['_source_file']}:{row['_line']} differs from the kept "
+            f"{row['original_source_file']}:{row['original_line']} ({row['original_arrival_date']})"
+        )
+    return AssetCheckResult(
+        asset_key=key,
+        check_name="duplicate_conflicts",
+        passed=n == 0,
+        severity=AssetCheckSeverity.WARN,
+        description=f"{n} duplicate event_id(s) with different content; e.g. {example}"
+        if n
+        else "every duplicate repeats its original exactly",
+        metadata={"conflicting_duplicates": n, "example": example},
+    )
+
+
 def _snapshot_time(arrival: date):
-    from datetime import datetime, time, timezone
+    from datetime import datetime, time
 
     # A snapshot describes the state at the end of its arrival day.
-    return datetime.combine(arrival + timedelta(days=1), time.min, timezone.utc)
+    return datetime.combine(arrival + timedelta(days=1), time.min, UTC)
 
 
 silver_assets = [build_silver_asset(t) for t in ("events", "users", "products")]

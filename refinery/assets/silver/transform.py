@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 
 import polars as pl
 
-from refinery.contracts.bronze import EVENT_FIELDS, SOURCE_FIELDS
+from refinery.contracts.bronze import EVENT_FIELDS
 from refinery.contracts.rules import UTC_US, Contract
 from refinery.contracts.silver import CONTRACTS, EVENTS
 
@@ -22,6 +22,16 @@ QUARANTINE_COLUMNS = {
     "_line": pl.Int64,
     "_ingested_at": UTC_US,
     "_arrival_date": pl.Date,
+}
+# What makes two rows with one key the same record (event_id / user_id / product_id excluded).
+EVENT_CONTENT = (
+    "user_id", "event_type", "event_time", "product_id", "amount", "quantity", "device", "session_id",
+)
+DUPLICATE_COLUMNS = {
+    "duplicate_reason": pl.String,
+    "original_arrival_date": pl.Date,
+    "original_source_file": pl.String,
+    "original_line": pl.Int64,
 }
 
 
@@ -174,14 +184,7 @@ def _split(frame: pl.DataFrame, contract: Contract) -> tuple[pl.DataFrame, pl.Da
     return silver, quarantine
 
 
-def _raw_of_snapshot_rows(table: str) -> pl.Expr:
-    """A CSV row re-assembled as text, so quarantine keeps what was received."""
-    return pl.concat_str(
-        [pl.col(f).fill_null("") for f in SOURCE_FIELDS[table]], separator=","
-    )
-
-
-def split_events(bronze: pl.DataFrame | pl.LazyFrame) -> SilverResult:
+def split_events(bronze: pl.DataFrame | pl.LazyFrame, contract: Contract = EVENTS) -> SilverResult:
     """Type and validate bronze events; valid rows in `silver`, the rest quarantined with their
     reason and raw line. No deduplication: `duplicates` is empty (see `keep_first_arrivals`)."""
     bronze = bronze.lazy()
@@ -190,7 +193,7 @@ def split_events(bronze: pl.DataFrame | pl.LazyFrame) -> SilverResult:
     frame = _type_and_reason(
         bronze.drop("_raw"),
         _typed_events(),
-        EVENTS,
+        contract,
         {
             "quantity": pl.col("quantity").fill_null(1),
             "amount": pl.when(pl.col("event_type") == "purchase").then(pl.col("amount")),
@@ -198,7 +201,7 @@ def split_events(bronze: pl.DataFrame | pl.LazyFrame) -> SilverResult:
         },
     ).collect()
     bronze_rows = frame.height
-    silver, quarantine = _split(frame, EVENTS)
+    silver, quarantine = _split(frame, contract)
     del frame
     quarantine = _with_raw_lines(quarantine, bronze)
     return SilverResult(silver, quarantine, silver.clear(), bronze_rows, by_reason(quarantine))
@@ -220,19 +223,67 @@ def keep_first_arrivals(
     return keep.alias("keep")
 
 
+def duplicate_fates(
+    duplicates: pl.DataFrame, originals: pl.DataFrame, content: tuple[str, ...] = EVENT_CONTENT
+) -> pl.DataFrame:
+    """`duplicates` (silver rows dropped for their key) with why and of what.
+
+    `originals` holds the kept row of each key (silver columns); a duplicate whose `content`
+    columns all equal its original's (nulls equal) is `duplicate_event_id` (a re-delivery), any
+    other is `conflicting_duplicate`: the same id told two ways, counted and flagged. The
+    original's arrival date, file and line say where the kept version came from.
+    """
+    key = duplicates.columns[0]
+    date_column = "arrival_date" if "arrival_date" in originals.columns else "snapshot_date"
+    same_reason = "duplicate_event_id" if key == "event_id" else "duplicate_snapshot_row"
+    first = originals.unique(subset=[key], keep="first", maintain_order=True).select(
+        key,
+        *[pl.col(c).alias(f"_original_{c}") for c in content],
+        original_arrival_date=pl.col(date_column),
+        original_source_file=pl.col("_source_file"),
+        original_line=pl.col("_line"),
+    )
+    same = pl.all_horizontal(
+        [pl.col(c).eq_missing(pl.col(f"_original_{c}")) for c in content] or [pl.lit(True)]
+    )
+    return (
+        duplicates.join(first, on=key, how="left", maintain_order="left")
+        .with_columns(
+            duplicate_reason=pl.when(same).then(pl.lit(same_reason)).otherwise(
+                pl.lit("conflicting_duplicate")
+            )
+        )
+        .select(*duplicates.columns, *DUPLICATE_COLUMNS)
+        .cast(DUPLICATE_COLUMNS)
+    )
+
+
+def conflicts(duplicates: pl.DataFrame) -> int:
+    if "duplicate_reason" not in duplicates.columns:
+        return 0
+    return int((duplicates["duplicate_reason"] == "conflicting_duplicate").sum())
+
+
 def clean_events(
-    bronze: pl.DataFrame | pl.LazyFrame, prior_event_ids: pl.Series | None = None
+    bronze: pl.DataFrame | pl.LazyFrame,
+    prior: pl.DataFrame | None = None,
+    contract: Contract = EVENTS,
 ) -> SilverResult:
     """Silver events of one arrival date, in one frame.
 
-    `prior_event_ids`: ids already in silver partitions of the look-back window; a re-delivered
-    event among them is dropped as a duplicate (the earliest arrival wins, so features that saw
-    it first stay reproducible). The silver asset runs the same two steps part by part
-    (`split_events` per bronze part, then `keep_first_arrivals` over the whole day's ids).
+    `prior`: silver rows of earlier partitions whose event_id the day holds again (the event-id
+    index finds them, `refinery.assets.silver.event_index`); a re-delivered event among them is
+    dropped as a duplicate (the earliest arrival wins, so features that saw it first stay
+    reproducible). The silver asset runs the same steps part by part (`split_events` per bronze
+    part, then `keep_first_arrivals` and `duplicate_fates` over the whole day).
     """
-    result = split_events(bronze)
-    keep = keep_first_arrivals(result.silver.get_column("event_id"), prior_event_ids)
-    result.silver, result.duplicates = result.silver.filter(keep), result.silver.filter(~keep)
+    result = split_events(bronze, contract)
+    silver = result.silver
+    prior = prior if prior is not None else silver.clear()
+    keep = keep_first_arrivals(silver.get_column("event_id"), prior.get_column("event_id"))
+    result.silver = silver.filter(keep)
+    originals = pl.concat([prior.select(silver.columns), result.silver])
+    result.duplicates = duplicate_fates(silver.filter(~keep), originals)
     return result
 
 
@@ -251,16 +302,17 @@ def clean_snapshot(bronze: pl.DataFrame | pl.LazyFrame, table: str) -> SilverRes
     """Silver users/products snapshot of one arrival date (duplicate keys: first row wins)."""
     contract = CONTRACTS[table]
     frame = _type_and_reason(
-        bronze.lazy().with_columns(_raw=_raw_of_snapshot_rows(table)),
+        bronze.lazy(),
         _typed_snapshot(table),
         contract,
         {"snapshot_date": pl.col("_arrival_date")},
     ).collect()
     silver, quarantine = _split(frame, contract)
     keep = keep_first_arrivals(silver.select(contract.unique))
-    return SilverResult(
-        silver.filter(keep), quarantine, silver.filter(~keep), frame.height, by_reason(quarantine)
-    )
+    kept = silver.filter(keep)
+    content = tuple(c for c in contract.column_names if c not in (*contract.unique, "_source_file", "_line", "_ingested_at"))
+    duplicates = duplicate_fates(silver.filter(~keep), kept, content)
+    return SilverResult(kept, quarantine, duplicates, frame.height, by_reason(quarantine))
 
 
 def by_reason(quarantine: pl.DataFrame) -> dict[str, int]:
@@ -274,6 +326,7 @@ __all__ = [
     "by_reason",
     "clean_events",
     "clean_snapshot",
+    "duplicate_fates",
     "keep_first_arrivals",
     "split_events",
 ]
