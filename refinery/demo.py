@@ -22,7 +22,7 @@ import subprocess
 import sys
 import time
 from dataclasses import dataclass
-from datetime import date, datetime, timedelta, timezone
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
 import polars as pl
@@ -251,7 +251,7 @@ def main(plan: Plan = Plan()) -> int:
     data_dir = data_dir_from_env()
     dagster_home = Path(os.environ["DAGSTER_HOME"]).resolve()
     paths = LakePaths(data_dir)
-    today = datetime.now(timezone.utc).date()
+    today = datetime.now(UTC).date()
     start = today - timedelta(days=plan.history_days + plan.live_days)
     began = time.time()
 

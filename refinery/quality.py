@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import polars as pl
 
@@ -36,8 +36,8 @@ def freshness(
     """`exp(-lambda * dt)`, dt in hours from the newest record to now, lambda = ln 2 / half-life."""
     if newest is None:
         return 0.0
-    now = now or datetime.now(timezone.utc)
+    now = now or datetime.now(UTC)
     if newest.tzinfo is None:
-        newest = newest.replace(tzinfo=timezone.utc)
+        newest = newest.replace(tzinfo=UTC)
     hours = max((now - newest).total_seconds() / 3600.0, 0.0)
     return math.exp(-math.log(2) / half_life_hours * hours)

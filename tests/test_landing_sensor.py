@@ -91,3 +91,34 @@ def test_sensor_skips_dates_already_ingested_by_other_runs(tmp_path, instance):
     requests, cursor, _ = tick(instance, lake)
     assert [r.partition_key for r in requests] == ["2026-03-02"]
     assert set(json.loads(cursor)) == {"2026-03-01", "2026-03-02"}
+
+
+def test_folders_that_are_not_arrival_dates_are_named_and_never_block_valid_dates(tmp_path, instance):
+    """`2026-09-31` used to fail every tick with DagsterUnknownPartitionError; `latest/` and
+    `2026-13-40/` were skipped in silence."""
+    lake = LakeResource(data_dir=str(tmp_path))
+    for bad in ("2026-09-31", "latest", "2026-13-40", "20261001", "1999-01-01", "2999-01-01"):
+        land(tmp_path, "events", bad)
+    land(tmp_path, "events", "2026-03-03")
+    (tmp_path / "landing" / "events" / "2026-03-04").mkdir()  # empty
+    (tmp_path / "landing" / "events" / "stray.jsonl").write_text("{}\n")
+    (tmp_path / "landing" / "clicks" / "2026-03-03").mkdir(parents=True)
+    (tmp_path / "landing" / "events" / "2026-03-05").mkdir()
+    (tmp_path / "landing" / "events" / "2026-03-05" / "gone.jsonl").symlink_to(tmp_path / "nowhere")
+
+    requests, cursor, _ = tick(instance, lake)
+    assert [r.partition_key for r in requests] == ["2026-03-03"]
+    _, _, skip = tick(instance, lake, cursor)
+    for named in (
+        "landing/events/2026-09-31: not a calendar date",
+        "landing/events/latest: not an arrival date",
+        "landing/events/2026-13-40: not a calendar date",
+        "landing/events/20261001: not an arrival date",
+        "landing/events/1999-01-01: before the first partition",
+        "landing/events/2999-01-01: after the last partition",
+        "landing/events/2026-03-04: no files to ingest",
+        "landing/events/stray.jsonl: a file outside any arrival-date folder",
+        "landing/clicks: not a source",
+        "landing/events/2026-03-05/gone.jsonl: cannot be read",
+    ):
+        assert named in skip, named

@@ -17,7 +17,7 @@ from refinery.assets.gold import gold_assets
 from refinery.partitions import PARTITIONS_START, daily_partitions
 from refinery.resources import LakeResource
 from refinery.sensors import sensor_interval
-from refinery.sensors.landing import new_arrivals, scan_landing
+from refinery.sensors.landing import new_arrivals, survey_landing
 
 # Every dbt model of the gold group: the marts read staging views that must exist too.
 GOLD_KEYS = sorted({key for assets_def in gold_assets for key in assets_def.keys})
@@ -49,18 +49,25 @@ def assets_for(sources: tuple[str, ...]) -> list[AssetKey]:
 def landing_sensor(context: SensorEvaluationContext, lake: LakeResource):
     seen: dict[str, str] = json.loads(context.cursor) if context.cursor else {}
     settle = float(os.environ.get("REFINERY_LANDING_SETTLE_SECONDS", "10"))
-    last_partition = daily_partitions.get_last_partition_key()
-    arrivals = [
-        a
-        for a in scan_landing(lake.paths.landing, settle_seconds=settle)
-        if a.date >= PARTITIONS_START and (last_partition is None or a.date <= last_partition)
-    ]
+    survey = survey_landing(
+        lake.paths.landing,
+        settle_seconds=settle,
+        first_partition=PARTITIONS_START,
+        last_partition=daily_partitions.get_last_partition_key(),
+    )
     ingested = context.instance.get_materialized_partitions(AssetKey(["bronze", "events"]))
-    todo, cursor = new_arrivals(arrivals, seen, ingested)
+    todo, cursor = new_arrivals(survey.arrivals, seen, ingested)
+    not_ingestible = (
+        f"; not ingestible: {'; '.join(survey.unusable)}" if survey.unusable else ""
+    )
+    if survey.unusable:
+        context.log.warning(f"landing entries that will not be ingested: {survey.unusable}")
     if not todo:
+        waiting = f"; still settling: {', '.join(survey.settling)}" if survey.settling else ""
         return SensorResult(
             skip_reason=f"no new arrival dates in {lake.paths.landing} "
-            f"({len(arrivals)} dates landed, all ingested or requested)",
+            f"({len(survey.arrivals)} dates landed, all ingested or requested){waiting}"
+            f"{not_ingestible}"[:2000],
             cursor=json.dumps(cursor, sort_keys=True),
         )
     requests = []

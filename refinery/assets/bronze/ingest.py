@@ -82,34 +82,53 @@ class RawFile:
         return cut[0] if cut else None
 
 
+def _inflate(data: bytes, step: int = 1 << 16) -> tuple[list[bytes], int, object, str | None]:
+    """Decompress one gzip member from the start of `data`: (output, bytes fed, decompressor,
+    zlib error or None). zlib returns nothing of a step that fails, so the state before each
+    step is kept and a failing step is fed again byte by byte: all that precedes the damage is
+    recovered."""
+    decomp = zlib.decompressobj(wbits=31)
+    out: list[bytes] = []
+    fed = 0
+    while fed < len(data) and not decomp.eof:
+        chunk = data[fed : fed + step]
+        before = decomp.copy()
+        try:
+            out.append(decomp.decompress(chunk))
+        except zlib.error as exc:
+            decomp = before
+            for k in range(len(chunk)):
+                try:
+                    out.append(decomp.decompress(chunk[k : k + 1]))
+                except zlib.error:
+                    break
+            return out, fed, decomp, str(exc)
+        fed += len(chunk)
+    return out, fed, decomp, None
+
+
 def gunzip(blob: bytes) -> tuple[bytes, tuple[str, str] | None]:
-    """Every member of a (possibly multi-member) gzip stream; on damage, all that decompressed
-    before it plus (file error, detail)."""
+    """Every member of a (possibly multi-member) gzip stream; on damage, every byte that
+    decompressed before it plus (file error, detail)."""
     out: list[bytes] = []
     rest, members = blob, 0
-    piece = 1 << 20
     while rest:
         if not rest.startswith(GZIP_MAGIC):
             return b"".join(out), (
                 "corrupt_gzip",
                 f"{len(rest)} byte(s) after gzip member {members} are not gzip data",
             )
-        decomp = zlib.decompressobj(wbits=31)
-        consumed = 0
-        try:
-            while consumed < len(rest) and not decomp.eof:
-                chunk = rest[consumed : consumed + piece]
-                out.append(decomp.decompress(chunk))
-                consumed += len(chunk)
-        except zlib.error as exc:
-            return b"".join(out), ("corrupt_gzip", f"gzip member {members + 1}: {exc}")
+        parts, fed, decomp, error = _inflate(rest)
+        out.extend(parts)
+        if error:
+            return b"".join(out), ("corrupt_gzip", f"gzip member {members + 1}: {error}")
         if not decomp.eof:
             return b"".join(out), (
                 "truncated_gzip",
                 f"gzip member {members + 1} ends before its end-of-stream marker (file cut short)",
             )
         members += 1
-        rest = decomp.unused_data + rest[consumed:]
+        rest = decomp.unused_data + rest[fed:]
     return b"".join(out), None
 
 
@@ -246,7 +265,10 @@ def _as_text(value) -> str:
         return str(value)
     if isinstance(value, float):
         return repr(value)
-    return orjson.dumps(value).decode()
+    try:
+        return orjson.dumps(value).decode()
+    except TypeError:  # a lone surrogate inside: escaped, so the text stays valid UTF-8
+        return json.dumps(value, separators=(",", ":"))
 
 
 def event_fields(
@@ -266,16 +288,17 @@ def event_fields(
             continue
         kind = _json_type(value)
         text = _as_text(value)
+        lone_surrogate = may_hold_surrogates and not _encodable(text)
+        if lone_surrogate:
+            text = text.encode("utf-8", "replace").decode()
         if problem is None:
             if kind != EXPECTED_JSON_TYPE[name]:
                 problem = (
                     "invalid_type",
                     f"{name} is a JSON {kind} ({text[:60]}); expected a {EXPECTED_JSON_TYPE[name]}",
                 )
-            elif may_hold_surrogates and kind == "string" and not _encodable(text):
+            elif lone_surrogate:
                 problem = ("invalid_utf8", f"{name} holds a lone surrogate escape")
-        if may_hold_surrogates and not _encodable(text):
-            text = text.encode("utf-8", "replace").decode()
         values.append(text)
     return values, problem
 
@@ -313,8 +336,9 @@ def parse_event_line(line: str, fast_ok: bool = False, key_count: int = -1):
         except _LineProblem as problem:
             return [None] * len(EVENT_FIELDS), problem.error, problem.detail
     if not isinstance(obj, dict):
-        kind = _json_type(obj) if obj is not None else "null"
-        return [None] * len(EVENT_FIELDS), "not_a_json_object", f"line is a JSON {kind}, not an object"
+        kind = "null" if obj is None else _json_type(obj)
+        detail = f"line is a JSON {kind}, not an object"
+        return [None] * len(EVENT_FIELDS), "not_a_json_object", detail
     values, problem = event_fields(obj)
     return (values, *problem) if problem else (values, None, None)
 

@@ -1,0 +1,289 @@
+"""Fuzzing the landing contract: whatever the bytes, every line gets exactly one fate.
+
+Hypothesis writes adversarial landing files — arbitrary bytes, near-JSON (trailing commas, NaN,
+duplicate keys, BOM, CRLF, NULs, huge lines, wrong types in every field, deep nesting, lone
+surrogates), gzip that is cut, damaged, multi-member or not gzip at all, ragged CSV — and checks
+for every one: nothing raises, bronze has one row per input line (plus one per file-level fact),
+silver + quarantine + duplicates = bronze, every row outside silver has a reason from the
+documented vocabulary, the same bytes give the same fates, and a line's fate does not depend on
+the lines around it.
+
+`make test` runs the `ci` profile; `python -m bench.fuzz` runs the same properties with the
+`long` profile (many more examples) and reports the count in docs/FUZZING.md.
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import os
+import zlib
+from datetime import UTC, date, datetime
+from pathlib import Path
+
+import polars as pl
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from refinery.assets.bronze.ingest import (
+    FILE_ERRORS,
+    LINE_ERRORS,
+    bronze_events_from_file,
+    bronze_snapshot_from_file,
+    stamp,
+)
+from refinery.assets.silver.transform import clean_events, clean_snapshot
+from refinery.contracts.bronze import EVENT_FIELDS, USER_FIELDS
+from refinery.contracts.silver import CONTRACTS, DUPLICATE_REASONS, PARSE_REASONS
+
+settings.register_profile(
+    "ci", max_examples=120, deadline=None, suppress_health_check=list(HealthCheck)
+)
+settings.register_profile(
+    "long", max_examples=int(os.environ.get("REFINERY_FUZZ_EXAMPLES", "5000")), deadline=None, suppress_health_check=list(HealthCheck)
+)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
+
+ARRIVAL = date(2026, 3, 1)
+AT = datetime(2026, 3, 2, 0, 30, tzinfo=UTC)
+REASONS = (
+    set(PARSE_REASONS)
+    | set(LINE_ERRORS)
+    | set(FILE_ERRORS)
+    | {r for c in CONTRACTS.values() for r in c.constraints}
+)
+
+GOOD = {
+    "event_id": "e1",
+    "user_id": "u1",
+    "event_type": "purchase",
+    "event_time": "2026-03-01T10:00:00+02:00",
+    "product_id": "p1",
+    "amount": 12.5,
+    "quantity": 2,
+    "device": "web",
+    "session_id": "s1",
+}
+ODD_VALUES = [
+    "NaN", "-Infinity", "Infinity", "1e400", "-1e400", "1e308", "123456789012345678901234567890",
+    "true", "false", "null", "{}", "[]", '{"a":1}', "[1,2]", '""', '"  "', '"\\u0000"',
+    '"\\ud800"', '"\\udfff\\ud800"', '"\\"quoted\\""', "1.0", "-0", "0.0", "2", "-5", '"12.5"',
+    '"2026-03-01T10:00:00Z"', '"PURCHASE"', '"caf\u00e9"', '"\u2028"', "1E2", "0e0",
+    '{"k":"\\ud800"}', '["\\udc00", "\u00e9"]', '["\u00e9"]', '{"\\ud800":1}',
+]
+
+
+def _obj_text(pairs: list[tuple[str, str]], sep: str = ",") -> str:
+    return "{" + sep.join(f"{json.dumps(k)}:{v}" for k, v in pairs) + "}"
+
+
+@st.composite
+def near_json_line(draw) -> bytes:
+    """A purchase event, then a few mutations of the kinds upstream systems really send."""
+    ids = draw(st.sampled_from(["e1", "e2", "e3", "e4"]))
+    pairs = [(k, json.dumps(v)) for k, v in {**GOOD, "event_id": ids}.items()]
+    for _ in range(draw(st.integers(0, 3))):
+        kind = draw(
+            st.sampled_from(
+                ["odd_value", "drop", "dup_key", "extra", "ws_key", "nested_deep", "huge"]
+            )
+        )
+        if kind == "odd_value":
+            i = draw(st.integers(0, len(pairs) - 1))
+            pairs[i] = (pairs[i][0], draw(st.sampled_from(ODD_VALUES)))
+        elif kind == "drop" and pairs:
+            pairs.pop(draw(st.integers(0, len(pairs) - 1)))
+        elif kind == "dup_key":
+            key = draw(st.sampled_from(list(GOOD)))
+            pairs.append((key, draw(st.sampled_from([json.dumps(GOOD[key]), *ODD_VALUES]))))
+        elif kind == "extra":
+            pairs.append((draw(st.text(max_size=8)), draw(st.sampled_from(ODD_VALUES))))
+        elif kind == "ws_key" and pairs:
+            pairs[0] = (pairs[0][0] + " ", pairs[0][1])
+        elif kind == "nested_deep":
+            depth = draw(st.sampled_from([3, 600, 1500]))
+            pairs.append(("deep", "[" * depth + "]" * depth))
+        elif kind == "huge":
+            pairs.append(("blob", json.dumps("x" * draw(st.sampled_from([5_000, 200_000])))))
+    text = _obj_text(pairs, sep=draw(st.sampled_from([",", ", ", " ,\t"])))
+    tail = draw(st.sampled_from(["", "", ",}", " ", "\r", "\x00", "}", "garbage"]))
+    if tail == ",}":
+        text = text[:-1] + ",}"
+    else:
+        text += tail
+    raw = text.encode("utf-8", "surrogatepass")
+    if draw(st.booleans()):
+        cut = draw(st.integers(0, len(raw)))
+        raw = raw[:cut] + draw(st.binary(max_size=4)) + raw[cut:]
+    return raw.replace(b"\n", b"")
+
+
+any_line = st.one_of(
+    near_json_line(),
+    near_json_line(),
+    st.binary(max_size=60).map(lambda b: b.replace(b"\n", b"")),
+    st.sampled_from([b"", b"   ", b"\xef\xbb\xbf{}", b"[1]", b"null", b'"x"', b"nan", b"{}"]),
+)
+
+
+def lines_of(data: bytes) -> list[bytes]:
+    """What counts as a line of a text file: split on newlines, a final newline ends a line."""
+    if not data:
+        return []
+    return (data[:-1] if data.endswith(b"\n") else data).split(b"\n")
+
+
+@st.composite
+def events_file(draw) -> tuple[str, bytes, bytes]:
+    """(file name, file bytes, the text the lines must come from)."""
+    lines = draw(st.lists(any_line, max_size=25))
+    newline = draw(st.sampled_from([b"\n", b"\r\n"]))
+    text = newline.join(lines) + (newline if lines and draw(st.booleans()) else b"")
+    if draw(st.booleans()):
+        text = b"\xef\xbb\xbf" + text
+    packing = draw(st.sampled_from(["plain", "plain", "gzip", "gzip_multi", "cut", "damaged", "liar"]))
+    name = "a.jsonl.gz" if packing != "plain" else draw(st.sampled_from(["a.jsonl", "A.JSONL"]))
+    if packing == "plain" or packing == "liar":
+        return name, text, text
+    blob = gzip.compress(text, mtime=0)
+    if packing == "gzip_multi":
+        split = draw(st.integers(0, len(text)))
+        blob = gzip.compress(text[:split], mtime=0) + gzip.compress(text[split:], mtime=0)
+    elif packing == "cut":
+        blob = blob[: draw(st.integers(0, len(blob)))]
+    elif packing == "damaged":
+        at = draw(st.integers(0, max(len(blob) - 1, 0)))
+        blob = blob[:at] + bytes([blob[at] ^ 0xFF]) + blob[at + 1 :] if blob else blob
+    return name, blob, text
+
+
+def _decompressed(blob: bytes) -> bytes:
+    """What a tolerant reader recovers: the decompressible prefix of every member."""
+    out, rest = [], blob
+    while rest.startswith(b"\x1f\x8b"):
+        d = zlib.decompressobj(wbits=31)
+        try:
+            for i in range(len(rest)):
+                out.append(d.decompress(rest[i : i + 1]))
+                if d.eof:
+                    rest = d.unused_data + rest[i + 1 :]
+                    break
+            else:
+                return b"".join(out)
+        except zlib.error:
+            return b"".join(out)
+    return b"".join(out)
+
+
+def _strip_bom(data: bytes) -> bytes:
+    return data[3:] if data.startswith(b"\xef\xbb\xbf") else data
+
+
+def _write(tmp: Path, name: str, blob: bytes) -> Path:
+    path = tmp / name
+    path.write_bytes(blob)
+    return path
+
+
+def _is_file_record(frame: pl.DataFrame) -> pl.Series:
+    return frame["_parse_error"].is_in(list(FILE_ERRORS)) & (frame["_raw"] == "")
+
+
+@given(case=events_file())
+def test_any_events_file_gives_every_line_one_fate(tmp_path_factory, case):
+    name, blob, _ = case
+    tmp = tmp_path_factory.mktemp("fuzz")
+    path = _write(tmp, name, blob)
+    bronze = bronze_events_from_file(path, name)
+
+    content = _strip_bom(_decompressed(blob) if blob.startswith(b"\x1f\x8b") else blob)
+    expected_lines = lines_of(content)
+    line_rows = bronze.filter(~_is_file_record(bronze))
+    assert line_rows.height == len(expected_lines)
+    assert line_rows["_line"].to_list() == list(range(1, len(expected_lines) + 1))
+    assert set(bronze["_parse_error"].drop_nulls()) <= REASONS
+    if not blob:
+        assert bronze["_parse_error"].to_list() == ["empty_file"]
+
+    stamped = stamp(bronze, "events", ARRIVAL, AT)
+    result = clean_events(stamped)
+    assert result.balanced and result.bronze_rows == bronze.height
+    assert result.quarantine["quarantine_reason"].null_count() == 0
+    assert set(result.quarantine["quarantine_reason"]) <= REASONS
+    assert set(result.duplicates["duplicate_reason"]) <= set(DUPLICATE_REASONS)
+    # silver holds only finite, typed values
+    assert result.silver["amount"].drop_nulls().is_finite().all()
+    assert result.silver["event_id"].n_unique() == result.silver.height
+
+    # the same bytes, the same fates
+    again = clean_events(stamp(bronze_events_from_file(path, name), "events", ARRIVAL, AT))
+    assert again.silver.equals(result.silver)
+    assert again.quarantine.equals(result.quarantine)
+    assert again.duplicates.equals(result.duplicates)
+
+
+def _fate(result) -> dict[int, str]:
+    fates = {line: "silver" for line in result.silver["_line"]}
+    fates |= {line: "silver" for line in result.duplicates["_line"]}  # a copy of a silver row
+    fates |= dict(zip(result.quarantine["_line"], result.quarantine["quarantine_reason"]))
+    return fates
+
+
+@settings(max_examples=40)
+@given(lines=st.lists(any_line, min_size=1, max_size=12))
+def test_a_lines_fate_does_not_depend_on_its_neighbours(tmp_path_factory, lines):
+    tmp = tmp_path_factory.mktemp("alone")
+    def fates_of(name: str, data: bytes) -> dict[int, str]:
+        bronze = bronze_events_from_file(_write(tmp, name, data + b"\n"), "f")
+        return _fate(clean_events(stamp(bronze, "events", ARRIVAL, AT)))
+
+    together = fates_of("all.jsonl", b"\n".join(lines))
+    for number, single in enumerate(lines, start=1):
+        if single.startswith(b"\xef\xbb\xbf"):
+            continue  # a BOM is dropped at the start of a file only: alone, this line loses it
+        assert fates_of(f"{number}.jsonl", single)[1] == together[number], (number, single)
+
+
+CSV_CELLS = st.sampled_from(
+    ["u1", "u2", "2025-01-01", "2026-13-40", "DE", "XX", "de", "1990", "1899", "true", "maybe",
+     "free", "pro", "", " ", '"quoted, cell"', '"open', 'a"b', "inf", "NaN", "1e400", "-1",
+     "\x00", "caf\u00e9"]
+)
+
+
+@st.composite
+def users_file(draw) -> bytes:
+    header = list(USER_FIELDS)
+    if draw(st.integers(0, 4)) == 0:
+        header = draw(st.permutations(header))
+    if draw(st.integers(0, 6)) == 0:
+        header = header[:-1]
+    if draw(st.integers(0, 6)) == 0:
+        header = [*header, header[0]]
+    rows = [
+        ",".join(draw(st.lists(CSV_CELLS, min_size=len(header) - 1, max_size=len(header) + 1)))
+        for _ in range(draw(st.integers(0, 12)))
+    ]
+    text = "\n".join([",".join(header), *rows]).encode()
+    if draw(st.booleans()):
+        text = b"\xef\xbb\xbf" + text
+    if draw(st.booleans()):
+        cut = draw(st.integers(0, len(text)))
+        text = text[:cut] + draw(st.binary(max_size=3)) + text[cut:]
+    return text
+
+
+@given(blob=users_file())
+def test_any_users_csv_gives_every_line_one_fate(tmp_path_factory, blob):
+    tmp = tmp_path_factory.mktemp("csv")
+    path = _write(tmp, "users.csv", blob)
+    bronze = bronze_snapshot_from_file(path, "users.csv", "users")
+    records = lines_of(_strip_bom(blob))[1:]  # line 1 is the header
+    line_rows = bronze.filter(~_is_file_record(bronze))
+    assert line_rows["_line"].to_list() == list(range(2, len(records) + 2))
+    result = clean_snapshot(stamp(bronze, "users", ARRIVAL, AT), "users")
+    assert result.balanced and result.bronze_rows == bronze.height
+    assert result.quarantine["quarantine_reason"].null_count() == 0
+    assert set(result.quarantine["quarantine_reason"]) <= REASONS
+    assert result.silver["user_id"].n_unique() == result.silver.height
+    assert set(EVENT_FIELDS) & set(result.silver.columns) == {"user_id"}
