@@ -135,6 +135,7 @@ def dvc_api(
             dvc_logger.addHandler(collector)
         try:
             with Repo(str(repo), **overrides) as dvc_repo:
+                dvc_repo.scm_context.quiet = True  # no "To track the changes with git" on stdout
                 return action(dvc_repo)
         except LockError as exc:
             if time.monotonic() + delay > deadline:
