@@ -219,6 +219,21 @@ def test_kill_between_commit_and_tag_then_different_data(lab: Lab, tmp_path: Pat
     assert_restorable(lab, tmp_path, {1: 1, 2: 2, 3: 3})
 
 
+def test_a_registry_wedged_by_the_old_code_is_unwedged(lab: Lab, tmp_path: Path) -> None:
+    """Before the trailer: a commit titled `training_set v2: ...` whose tag never came."""
+    lab.reset()
+    assert publish_in_subprocess(lab, seed=2, kill_at="registry.after_commit").returncode == KILLED
+    message = git(lab.repo, "log", "-1", "--format=%B").split("\n\nRefinery-Version:")[0]
+    git(lab.repo, "commit", "--quiet", "--amend", "-m", message)
+    wedged = git(lab.repo, "rev-parse", "HEAD")
+
+    result = lab.registry().snapshot(lab.builds[2].directory, lineage=lineage(2))
+    assert (result.created, result.tag, result.commit) == (False, "training_set@v2.0.0", wedged)
+    assert git(lab.repo, "rev-parse", "HEAD") == wedged
+    assert git(lab.repo, "status", "--porcelain") == ""
+    assert_restorable(lab, tmp_path, {1: 1, 2: 2})
+
+
 @pytest.mark.parametrize("point", ["registry.after_remote_push", "registry.after_remote_config"])
 def test_killed_remote_change_is_completed_by_the_next(
     lab: Lab, point: str, tmp_path: Path

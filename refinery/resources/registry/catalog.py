@@ -23,6 +23,8 @@ VERSION_PATTERN = re.compile(rf"^(?:{ARTIFACT_NAME}@)?v?(\d+)(?:\.0\.0)?$")
 # the trailer every version commit carries: how a commit that lost its tag is recognised
 VERSION_TRAILER = "Refinery-Version"
 TRAILER_PATTERN = re.compile(rf"^{VERSION_TRAILER}: (\d+)\s*$", re.MULTILINE)
+# version commits made before the trailer existed say it only in their subject
+LEGACY_SUBJECT = re.compile(rf"^{ARTIFACT_NAME} v(\d+): ")
 
 
 def tag_for_version(version: int) -> str:
@@ -63,6 +65,7 @@ def read_card(repo: Path, rev: str, name: str = "metadata.json") -> dict[str, An
 
 
 def commit_version(message: str) -> int | None:
-    """The version a commit message declares in its `Refinery-Version: N` trailer, if any."""
-    match = TRAILER_PATTERN.search(message)
+    """The version a commit message declares: its `Refinery-Version: N` trailer, or (commits
+    older than the trailer) its `training_set vN: ...` subject; None for other commits."""
+    match = TRAILER_PATTERN.search(message) or LEGACY_SUBJECT.match(message)
     return int(match.group(1)) if match else None
