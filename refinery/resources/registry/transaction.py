@@ -280,8 +280,10 @@ def _head_remote_url(repo: Path, name: str) -> str | None:
         return None
     from configobj import ConfigObj
 
-    section = ConfigObj(shown.stdout.splitlines()).get(f'remote "{name}"', {})
-    return section.get("url")
+    url = ConfigObj(shown.stdout.splitlines()).get(f'remote "{name}"', {}).get("url")
+    if url and "://" not in url and not Path(url).is_absolute():
+        return str((repo / ".dvc" / url).resolve())  # as DVC reads it: relative to .dvc/
+    return url
 
 
 def _read_state(repo: Path) -> dict[str, str]:
