@@ -29,11 +29,12 @@ from typing import Any
 import polars as pl
 
 from refinery.assets.ml.splits import SPLIT_NAMES, file_md5
+from refinery.resources.lake import LakePaths, data_dir_from_env
 from refinery.resources.registry import (
     ARTIFACT_NAME,
     DATA_PATH,
+    DvcRegistry,
     RegistryError,
-    default_registry_dir,
     git,
     parse_version,
     read_card,
@@ -57,8 +58,24 @@ class VersionInfo:
         return f"v{self.version}"
 
 
-def _registry(registry: str | Path | None) -> Path:
-    path = Path(registry).resolve() if registry else default_registry_dir()
+RegistryLike = str | Path | DvcRegistry | None
+
+
+def default_registry() -> Path:
+    """Where the command line (and a bare `load_split("v2", "train")`) looks: the registry of
+    $REFINERY_DATA_DIR (default ./data). Assets pass their own, from the lake resource."""
+    return LakePaths(data_dir_from_env()).registry
+
+
+def registry_path(registry: RegistryLike) -> Path:
+    """A registry given as a path, a (rooted) DvcRegistry, or None for the default."""
+    if isinstance(registry, DvcRegistry):
+        return registry.path
+    return Path(registry).resolve() if registry else default_registry()
+
+
+def _registry(registry: RegistryLike) -> Path:
+    path = registry_path(registry)
     if not (path / ".git").exists():
         raise RegistryError(
             f"No data registry at {path}: materialize ml/training_dataset first, or point "
@@ -79,7 +96,7 @@ def _tag(repo: Path, version: str | int) -> str:
     return tags[number]
 
 
-def list_versions(registry: str | Path | None = None) -> list[VersionInfo]:
+def list_versions(registry: RegistryLike = None) -> list[VersionInfo]:
     """Every published version, oldest first."""
     repo = _registry(registry)
     refs = git(
@@ -112,14 +129,14 @@ def list_versions(registry: str | Path | None = None) -> list[VersionInfo]:
     return versions
 
 
-def latest_version(registry: str | Path | None = None) -> str | None:
+def latest_version(registry: RegistryLike = None) -> str | None:
     """The tag of the newest version (e.g. `training_set@v3.0.0`), None if nothing is published."""
-    path = Path(registry).resolve() if registry else default_registry_dir()
+    path = registry_path(registry)
     tags = version_tags(path)
     return tags[max(tags)] if tags else None
 
 
-def read_metadata(version: str | int | None = None, registry: str | Path | None = None) -> dict:
+def read_metadata(version: str | int | None = None, registry: RegistryLike = None) -> dict:
     """metadata.json of a version (default: the latest), from git: no data is fetched."""
     repo = _registry(registry)
     tag = _tag(repo, version) if version is not None else latest_version(repo)
@@ -132,13 +149,13 @@ def read_metadata(version: str | int | None = None, registry: str | Path | None 
 
 
 def read_profile(
-    version: str | int | None = None, registry: str | Path | None = None
+    version: str | int | None = None, registry: RegistryLike = None
 ) -> dict[str, Any] | None:
     """The reference profile of a version's train split (default: the latest); None if none.
 
     Read from the git-tracked catalog copy, so a drift check never fetches the dataset.
     """
-    path = Path(registry).resolve() if registry else default_registry_dir()
+    path = registry_path(registry)
     if version is None:
         tag = latest_version(path)
         if tag is None:
@@ -148,7 +165,7 @@ def read_profile(
     return read_card(path, tag, "profile.json")
 
 
-def checkout(version: str | int, dest_dir: str | Path, registry: str | Path | None = None) -> Path:
+def checkout(version: str | int, dest_dir: str | Path, registry: RegistryLike = None) -> Path:
     """Fetch a version's files into `dest_dir` (created if needed; same-named files replaced).
 
     Every file is verified against the md5 recorded at publication before it is moved in.
@@ -170,7 +187,7 @@ def checkout(version: str | int, dest_dir: str | Path, registry: str | Path | No
     return dest
 
 
-def load_split(version: str | int, split: str, registry: str | Path | None = None) -> pl.DataFrame:
+def load_split(version: str | int, split: str, registry: RegistryLike = None) -> pl.DataFrame:
     """One split (train / validation / test) of a version as a Polars frame, md5-verified."""
     if split not in SPLIT_NAMES:
         raise ValueError(f"split must be one of {', '.join(SPLIT_NAMES)}, not {split!r}.")
@@ -304,11 +321,13 @@ if __name__ == "__main__":
 __all__ = [
     "VersionInfo",
     "checkout",
+    "default_registry",
     "latest_version",
     "list_versions",
     "load_split",
     "main",
     "read_metadata",
     "read_profile",
+    "registry_path",
     "tag_for_version",
 ]

@@ -76,7 +76,8 @@ def test_asset_publishes_a_version_with_fetch_instructions(published) -> None:
     root, _, (first, _, _) = published
     assert first["version_tag"] == "training_set@v1.0.0" and first["new_version"] is True
     assert (
-        first["fetch_command"] == "uv run refinery-datasets get training_set@v1 ./training_set-v1"
+        first["fetch_command"]
+        == f"uv run refinery-datasets --registry {root / 'registry'} get training_set@v1 ./training_set-v1"
     )
     assert first["dvc_get_command"].endswith("datasets/training_set --rev training_set@v1.0.0")
     registry = root / "registry"

@@ -264,4 +264,5 @@ def test_s3_credentials_stay_out_of_git(tmp_path: Path) -> None:
     assert "s3://refinery-bucket/datasets" in committed and "s3cr3t" not in committed
     local = (repo / ".dvc" / "config.local").read_text()
     assert "s3cr3t-example" in local and "http://127.0.0.1:9000" in local
+    assert (repo / ".dvc" / "config.local").stat().st_mode & 0o777 == 0o600
     assert git(repo, "status", "--porcelain") == ""

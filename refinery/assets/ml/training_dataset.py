@@ -1,8 +1,9 @@
 """`ml/training_dataset`: a temporal split of gold training_examples, published to the registry.
 
 The asset reads the gold Parquet (not through an IO manager), cuts the window with the pure
-functions of `splits.py`, writes `lake/ml/training_dataset/` and snapshots it in the DVC
-registry. Unchanged content (same splits and profile) publishes no new version.
+functions of `splits.py`, then, holding the DVC registry's lock, writes `lake/ml/training_dataset/`
+and publishes it as the next version. Unchanged content (same splits and profile) publishes no
+new version.
 """
 
 import json
@@ -38,6 +39,7 @@ from refinery.assets.ml.splits import (
     with_full_feature_window,
     write_training_set,
 )
+from refinery.faults import kill_point
 from refinery.resources import LakeResource
 from refinery.resources.lake import LakePaths, env_int
 from refinery.resources.registry import DvcRegistry
@@ -155,14 +157,6 @@ def training_dataset(
             for partition in sorted(upstream_partitions)
         ],
     }
-    written = write_training_set(
-        paths.lake / "ml" / "training_dataset",
-        spec=spec,
-        split_dates=split_dates,
-        splits=splits,
-        profile=build_profile(splits["train"], features),
-        upstream=upstream,
-    )
     never = [p for p, m in materializations.items() if m is None]
     if never:
         context.log.warning(
@@ -171,7 +165,19 @@ def training_dataset(
         )
 
     lineage = _lineage_text(context.run.run_id, upstream)
-    snapshot = dvc_registry.rooted_at(paths).snapshot(written.directory, lineage=lineage)
+    # written and published under the registry's lock: a concurrent run cannot replace the
+    # folder between the write and the publish, so a version's message describes its own data
+    with dvc_registry.rooted_at(paths).transaction() as publish:
+        written = write_training_set(
+            paths.lake / "ml" / "training_dataset",
+            spec=spec,
+            split_dates=split_dates,
+            splits=splits,
+            profile=build_profile(splits["train"], features),
+            upstream=upstream,
+        )
+        kill_point("training_dataset.after_write")
+        snapshot = publish(written.directory, lineage=lineage)
     if not snapshot.created:
         context.log.info(
             f"Content md5 {snapshot.content_md5} equals {snapshot.tag}: no new version."
