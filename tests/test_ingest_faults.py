@@ -125,3 +125,19 @@ def test_a_kill_leaves_only_committed_data_and_a_rerun_completes(delivered, tmp_
     assert content(root) == reference
     staging = root / "lake" / ".staging"
     assert not staging.exists() or not any(staging.iterdir())  # the rerun swept the leftovers
+
+
+def test_sweep_deletes_the_staging_of_dead_runs_only(tmp_path):
+    from refinery.resources.lake import LakePaths
+
+    paths = LakePaths(tmp_path)
+    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True).stdout.strip()
+    mine = paths.staging_dir("silver", "events", DAY)
+    alive = paths.staging / f"bronze.events.{DAY}.{__import__('os').getppid()}.x"
+    dead = paths.staging / f"bronze.events.{DAY}.{gone}.y"
+    stray = paths.staging / "something-else"
+    for folder in (mine, alive, dead, stray):
+        folder.mkdir(parents=True)
+    assert sorted(paths.sweep_staging()) == sorted([dead, stray])
+    assert mine.exists() and alive.exists()
