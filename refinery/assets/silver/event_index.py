@@ -23,6 +23,7 @@ from pathlib import Path
 import duckdb
 import polars as pl
 
+from refinery.contracts.silver import EVENTS
 from refinery.resources.lake import LakePaths, write_parquet_atomic
 
 INDEX_FILE = "event_ids.index"
@@ -75,7 +76,7 @@ def prior_rows(paths: LakePaths, arrival: date, ids: pl.Series) -> pl.DataFrame:
     their rows with one of the ids."""
     indexes = earlier_indexes(paths, arrival)
     if not indexes or ids.len() == 0:
-        return _empty_silver(paths, indexes)
+        return _empty_silver()
     wanted = fingerprints(ids.unique())
     day_of = {str(path): day for day, path in indexes.items()}
     hits = (
@@ -89,7 +90,7 @@ def prior_rows(paths: LakePaths, arrival: date, ids: pl.Series) -> pl.DataFrame:
     )
     days = sorted(day_of[f] for f in hits)
     if not days:
-        return _empty_silver(paths, indexes)
+        return _empty_silver()
     parts = [p for day in days for p in paths.partition_parts("silver", "events", day)]
     return (
         pl.scan_parquet(parts)
@@ -99,7 +100,5 @@ def prior_rows(paths: LakePaths, arrival: date, ids: pl.Series) -> pl.DataFrame:
     )
 
 
-def _empty_silver(paths: LakePaths, indexes: dict[str, Path]) -> pl.DataFrame:
-    from refinery.contracts.silver import EVENTS
-
+def _empty_silver() -> pl.DataFrame:
     return pl.DataFrame(schema={c.name: c.dtype for c in EVENTS.columns})
