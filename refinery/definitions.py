@@ -26,13 +26,21 @@ from refinery.sensors.landing_sensor import ingest_job, landing_sensor
 # ingest_job runs one arrival date at a time by design: bronze/silver are one partition per run,
 # gold (single-run backfills) accepts that too. Dagster warns about the mix; nothing to act on.
 warnings.filterwarnings("ignore", message="Asset job ingest_job materializes assets with varying")
+# use_user_code_server is beta in Dagster 1.13; refinery depends on it knowingly (below).
+warnings.filterwarnings("ignore", message="Parameter `use_user_code_server`")
 
 automation_sensor = AutomationConditionSensorDefinition(
     "drift_report_automation",
     target=AssetSelection.assets(AssetKey(["ml", "feature_drift_report"])),
     default_status=DefaultSensorStatus.RUNNING,
     minimum_interval_seconds=sensor_interval(),
-    description="Refreshes ml/feature_drift_report after new gold days or a new training set.",
+    # The report's condition has a custom part (NewTrainingSetVersion reads the training set's
+    # version tag): custom conditions are evaluated in the code server, not in the daemon.
+    use_user_code_server=True,
+    description=(
+        "Refreshes ml/feature_drift_report after new gold days or a newly published "
+        "training-set version (a rebuild that published nothing does not count)."
+    ),
 )
 
 defs = Definitions(

@@ -19,8 +19,12 @@ import polars as pl
 from dagster import (
     AssetExecutionContext,
     AssetKey,
+    AssetSelection,
     AutomationCondition,
+    AutomationContext,
+    AutomationResult,
     Config,
+    DagsterInstance,
     MaterializeResult,
     MetadataValue,
     asset,
@@ -38,9 +42,10 @@ from refinery.assets.ml.drift import (
     svg_markdown_image,
 )
 from refinery.assets.ml.profile import LABEL_COLUMN, profile_against
+from refinery.faults import kill_point
+from refinery.resources import LakeResource
 from refinery.resources.lake import (
     LakePaths,
-    data_dir_from_env,
     env_float,
     env_int,
     env_list,
@@ -49,6 +54,8 @@ from refinery.resources.lake import (
 )
 
 REPORT_KEY = AssetKey(["ml", "feature_drift_report"])
+TRAINING_SET_KEY = AssetKey(["ml", "training_dataset"])
+FEATURES_KEY = AssetKey(["gold", "user_daily_features"])
 FEATURES_MODEL = "user_daily_features"
 EXAMPLES_MODEL = "training_examples"
 AS_OF_PREFIX = "as_of_date="
@@ -91,6 +98,65 @@ class DriftReportConfig(Config):
             categorical_tests=tuple(self.categorical_tests),
             label_drift_counts=self.label_drift_counts,
         )
+
+
+def published_version_marker(instance: DagsterInstance, key: AssetKey = TRAINING_SET_KEY) -> str | None:
+    """What the latest training-set materialization says is published: its `version_tag`.
+
+    A rebuild that publishes nothing reports the tag that was already the latest, so the marker
+    only moves when a new version appears. A materialization without `version_tag` (an older
+    asset) falls back to its storage id: every materialization then counts as new.
+    """
+    records = instance.fetch_materializations(key, limit=1).records
+    if not records:
+        return None
+    materialization = records[0].asset_materialization
+    metadata = materialization.metadata if materialization else {}
+    tag = getattr(metadata.get("version_tag"), "value", metadata.get("version_tag"))
+    return str(tag) if tag else f"materialization-{records[0].storage_id}"
+
+
+class NewTrainingSetVersion(AutomationCondition):
+    """True for `ml/training_dataset` when the version it reports differs from the previous
+    evaluation's: a training-set run that published no new version is no news to the report.
+
+    The condition remembers the marker of `published_version_marker` in its cursor. Losing the
+    cursor (a reset sensor) costs at most one extra report refresh, never a loop: the next
+    evaluation stores the marker again, and drift_sensor keys its rebuilds on the report's
+    inputs, not on the report.
+    """
+
+    @property
+    def name(self) -> str:
+        return "new_training_set_version"
+
+    @property
+    def requires_cursor(self) -> bool:
+        return True
+
+    def evaluate(self, context: AutomationContext) -> AutomationResult:
+        current = published_version_marker(context.asset_graph_view.instance, context.key)
+        changed = current is not None and current != context.cursor
+        true_subset = context.candidate_subset if changed else context.get_empty_subset()
+        return AutomationResult(context, true_subset, cursor=current or context.cursor)
+
+
+def report_automation_condition() -> AutomationCondition:
+    """Refresh after each new gold day and each newly published training-set version.
+
+    Not eager(): that waits until no upstream partition is missing, which a daily lake never
+    reaches. Not any_deps_updated() on the training set either: a rebuild that published
+    nothing would refresh the report, whose unchanged drift verdict used to request the same
+    rebuild again, once a minute, forever.
+    """
+    training_set = AssetSelection.assets(TRAINING_SET_KEY)
+    new_gold = AutomationCondition.any_deps_updated().ignore(training_set)
+    new_version = AutomationCondition.any_deps_match(NewTrainingSetVersion()).allow(training_set)
+    return (
+        (new_gold | new_version).since_last_handled()
+        & ~AutomationCondition.any_deps_in_progress()
+        & ~AutomationCondition.in_progress()
+    )
 
 
 @dataclass
@@ -192,7 +258,10 @@ def compute_drift_report(
         )
     report["reference_version"] = version
     report["current_window"] = window
+    examples = as_of_dates(lake, EXAMPLES_MODEL)
+    report["examples_through"] = examples[-1] if examples else None
     report_dir = lake.lake / "ml" / "feature_drift_report"
+    kill_point("drift_report.before_write")
     write_report(report, report_dir)
     return DriftReportResult(report, version, window, report_dir)
 
@@ -231,6 +300,8 @@ def report_metadata(result: DriftReportResult) -> dict[str, Any]:
         "n_features": MetadataValue.int(report["n_features"]),
         "reference_version": MetadataValue.text(result.reference_version or "none"),
         "current_window": MetadataValue.text(f"{window[0]}..{window[-1]}" if window else "none"),
+        # the newest gold/training_examples as-of date: the labelled data a rebuild would use
+        "examples_through": MetadataValue.text(report.get("examples_through") or "none"),
         "current_rows": MetadataValue.int(int(report.get("current_rows", 0))),
         "drifted_features": MetadataValue.json(report["drifted_features"]),
         "reasons": MetadataValue.md("\n".join(f"- {r}" for r in report["reasons"]) or "–"),
@@ -251,15 +322,9 @@ def report_metadata(result: DriftReportResult) -> dict[str, Any]:
 @asset(
     key=REPORT_KEY,
     group_name="ml",
-    deps=[AssetKey(["gold", "user_daily_features"]), AssetKey(["ml", "training_dataset"])],
+    deps=[FEATURES_KEY, TRAINING_SET_KEY],
     kinds={"polars"},
-    # After each new gold day and each new training-set version, without a person. Not eager():
-    # that waits until no upstream partition is missing, which a daily lake never reaches.
-    automation_condition=(
-        AutomationCondition.any_deps_updated().since_last_handled()
-        & ~AutomationCondition.any_deps_in_progress()
-        & ~AutomationCondition.in_progress()
-    ),
+    automation_condition=report_automation_condition(),
     description=(
         "Recent feature distribution (latest as-of dates of gold/user_daily_features) against "
         "the reference profile of the latest published training set: per-feature PSI, "
@@ -267,10 +332,9 @@ def report_metadata(result: DriftReportResult) -> dict[str, Any]:
     ),
 )
 def feature_drift_report(
-    context: AssetExecutionContext, config: DriftReportConfig
+    context: AssetExecutionContext, config: DriftReportConfig, lake: LakeResource
 ) -> MaterializeResult:
-    lake = LakePaths(data_dir_from_env())
-    result = compute_drift_report(lake, config)
+    result = compute_drift_report(lake.paths, config)
     context.log.info(
         f"drift verdict {result.report['verdict']} "
         f"({result.report['n_drifted']}/{result.report['n_features']} features) "
