@@ -100,45 +100,45 @@ class DriftReportConfig(Config):
         )
 
 
-def published_version_marker(instance: DagsterInstance, key: AssetKey = TRAINING_SET_KEY) -> str | None:
-    """What the latest training-set materialization says is published: its `version_tag`.
-
-    A rebuild that publishes nothing reports the tag that was already the latest, so the marker
-    only moves when a new version appears. A materialization without `version_tag` (an older
-    asset) falls back to its storage id: every materialization then counts as new.
-    """
+def _latest_metadata(instance: DagsterInstance, key: AssetKey) -> dict[str, Any] | None:
     records = instance.fetch_materializations(key, limit=1).records
     if not records:
         return None
     materialization = records[0].asset_materialization
     metadata = materialization.metadata if materialization else {}
-    tag = getattr(metadata.get("version_tag"), "value", metadata.get("version_tag"))
-    return str(tag) if tag else f"materialization-{records[0].storage_id}"
+    return {name: getattr(value, "value", value) for name, value in metadata.items()}
 
 
-class NewTrainingSetVersion(AutomationCondition):
-    """True for `ml/training_dataset` when the version it reports differs from the previous
-    evaluation's: a training-set run that published no new version is no news to the report.
+def reference_outdated(instance: DagsterInstance) -> bool:
+    """Whether the latest report compared against an older training set than the latest one.
 
-    The condition remembers the marker of `published_version_marker` in its cursor. Losing the
-    cursor (a reset sensor) costs at most one extra report refresh, never a loop: the next
-    evaluation stores the marker again, and drift_sensor keys its rebuilds on the report's
-    inputs, not on the report.
+    The training set's materialization names the version that is latest after it (`version_tag`:
+    the new one, or the one that already was when the rebuild published nothing); the report
+    names the version it compared against (`reference_version`). A rebuild that publishes
+    nothing leaves the two equal, so it is no news to the report.
+    """
+    training_set = _latest_metadata(instance, TRAINING_SET_KEY)
+    if not training_set or not training_set.get("version_tag"):
+        return False
+    report = _latest_metadata(instance, REPORT_KEY)
+    return report is None or report.get("reference_version") != str(training_set["version_tag"])
+
+
+class ReferenceOutdated(AutomationCondition):
+    """True while the report's reference is older than the latest training-set version.
+
+    A state, read from the two latest materializations (no cursor of its own): a reset sensor
+    re-reads the same state.
     """
 
     @property
     def name(self) -> str:
-        return "new_training_set_version"
-
-    @property
-    def requires_cursor(self) -> bool:
-        return True
+        return "reference_outdated"
 
     def evaluate(self, context: AutomationContext) -> AutomationResult:
-        current = published_version_marker(context.asset_graph_view.instance, context.key)
-        changed = current is not None and current != context.cursor
-        true_subset = context.candidate_subset if changed else context.get_empty_subset()
-        return AutomationResult(context, true_subset, cursor=current or context.cursor)
+        outdated = reference_outdated(context.asset_graph_view.instance)
+        true_subset = context.candidate_subset if outdated else context.get_empty_subset()
+        return AutomationResult(context, true_subset)
 
 
 def report_automation_condition() -> AutomationCondition:
@@ -147,11 +147,13 @@ def report_automation_condition() -> AutomationCondition:
     Not eager(): that waits until no upstream partition is missing, which a daily lake never
     reaches. Not any_deps_updated() on the training set either: a rebuild that published
     nothing would refresh the report, whose unchanged drift verdict used to request the same
-    rebuild again, once a minute, forever.
+    rebuild again, once a minute, forever. The training set counts only when it moved the
+    latest version past the report's reference (newly_true: once per new version).
     """
-    training_set = AssetSelection.assets(TRAINING_SET_KEY)
-    new_gold = AutomationCondition.any_deps_updated().ignore(training_set)
-    new_version = AutomationCondition.any_deps_match(NewTrainingSetVersion()).allow(training_set)
+    new_gold = AutomationCondition.any_deps_updated().ignore(
+        AssetSelection.assets(TRAINING_SET_KEY)
+    )
+    new_version = ReferenceOutdated().newly_true()
     return (
         (new_gold | new_version).since_last_handled()
         & ~AutomationCondition.any_deps_in_progress()
