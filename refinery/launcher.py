@@ -22,8 +22,11 @@ from pathlib import Path
 from dagster import DagsterEventType, DagsterRun, DefaultRunLauncher
 from dagster._core.launcher.base import CheckRunHealthResult, WorkerStatus
 
-# /proc start times are in clock ticks since boot; one tick of slack, plus clock rounding.
-START_SLACK_SECONDS = 2.0
+# A worker starts before its RUN_START event. /proc start times are clock ticks since boot,
+# turned into wall time with today's boot time: a clock stepped since the run started shifts
+# them. The slack keeps such a shift from failing a live run; a pid reused within it is
+# missed (the run then waits for an operator, as without this check).
+START_SLACK_SECONDS = 30.0
 
 
 def process_start_time(pid: int) -> float | None:

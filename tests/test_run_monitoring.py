@@ -110,3 +110,30 @@ def test_killed_run_is_failed_its_slot_freed_and_the_queue_moves_on(tmp_path, mo
     assert queued.status == DagsterRunStatus.QUEUED or queued.create_timestamp < failed.end_time
     report = instance.fetch_materializations(REPORT_KEY, limit=1).records[0]
     assert report.run_id == queued.run_id
+
+
+def test_worker_status_of_live_dead_zombie_and_reused_pids():
+    """The health check's judgement on real processes (no daemon needed)."""
+    from dagster._core.launcher.base import WorkerStatus
+
+    from refinery.launcher import worker_status
+
+    started = time.time()
+    child = subprocess.Popen(["sleep", "30"])
+    try:
+        assert worker_status(child.pid, started)[0] == WorkerStatus.RUNNING
+        child.kill()
+        deadline = time.time() + 10
+        while "zombie" not in worker_status(child.pid, started)[1] and time.time() < deadline:
+            time.sleep(0.05)  # killed, not reaped yet: a zombie
+        assert worker_status(child.pid, started) == (
+            WorkerStatus.FAILED, f"run worker process {child.pid} exited (zombie)"
+        )
+    finally:
+        child.kill()
+        child.wait()
+    status, message = worker_status(child.pid, started)
+    assert status == WorkerStatus.FAILED and "is gone" in message
+    # this process started long after a run that began an hour ago: its pid was reused
+    status, message = worker_status(os.getpid(), time.time() - 3600)
+    assert status == WorkerStatus.FAILED and "now belongs to a process started" in message
