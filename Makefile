@@ -6,12 +6,14 @@ export REFINERY_DATA_DIR ?= $(CURDIR)/data
 export DAGSTER_HOME ?= $(CURDIR)/.dagster_home
 export UV_PYTHON ?= 3.11
 
-.PHONY: setup demo test dev bench clean
+DOTENV ?= $(CURDIR)/.env
+DOTENV_MARK := \# Written by make setup
 
-setup:
+.PHONY: setup instance dotenv demo test dev bench clean
+
+setup: instance dotenv
 	@$(UV) --version >/dev/null 2>&1 || python3 -m pip install --quiet --disable-pip-version-check uv
 	$(UV) sync --frozen --quiet
-	@mkdir -p "$(DAGSTER_HOME)" && cp -n dagster_home/dagster.yaml "$(DAGSTER_HOME)/dagster.yaml" 2>/dev/null || true
 	@# loading the code location parses the dbt manifest when it is missing or stale
 	$(UV) run python -c "import refinery.definitions"
 
@@ -21,6 +23,24 @@ demo: setup
 test: setup
 	$(UV) run pytest -q
 
+# The instance every entry point uses: dagster_home/dagster.yaml seeded into $DAGSTER_HOME, and
+# refreshed when the repo's copy is newer (run monitoring settings reach existing instances).
+instance:
+	@mkdir -p "$(DAGSTER_HOME)" && cp -u dagster_home/dagster.yaml "$(DAGSTER_HOME)/dagster.yaml"
+
+# .env: every dagster command (CLI, dagster-daemon, dagster dev) loads it from the working
+# directory, so `uv run dagster asset materialize ...` from the repo uses the same instance and
+# data root as make dev / make demo. A variable set in the environment still wins. A .env not
+# written here is left alone.
+dotenv:
+	@if [ -e "$(DOTENV)" ] && ! head -n1 "$(DOTENV)" | grep -q "^$(DOTENV_MARK)"; then \
+		echo "$(DOTENV) exists and was not written by make setup: left alone"; \
+	else \
+		printf '%s\n' "$(DOTENV_MARK): the dagster CLI loads it from this directory." \
+			'DAGSTER_HOME=$${DAGSTER_HOME:-$(abspath $(DAGSTER_HOME))}' \
+			'REFINERY_DATA_DIR=$${REFINERY_DATA_DIR:-$(abspath $(REFINERY_DATA_DIR))}' > "$(DOTENV)"; \
+	fi
+
 dev: setup
 	$(UV) run dagster dev -w workspace.yaml -h 127.0.0.1 -p 3000
 
@@ -29,3 +49,4 @@ bench: setup
 
 clean:
 	rm -rf data .dagster_home dbt_project/target dbt_project/logs
+	@if [ -e .env ] && head -n1 .env | grep -q "^$(DOTENV_MARK)"; then rm .env; fi

@@ -163,16 +163,21 @@ def live_loop(plan: Plan, start: date, registry: Path) -> list[dict]:
         say(f"day {day + 1}: {arrival} lands" + (" (drifted)" if day >= plan.drift_from_day else ""))
         before = latest_materialization(instance, report_key).storage_id
         synth(plan, start, day, 1)
-        wait_for(f"gold for {arrival}", lambda: latest_materialization(instance, features_key, arrival))
+        wait_for(
+            f"gold for {arrival}",
+            lambda arrival=arrival: latest_materialization(instance, features_key, arrival),
+        )
         report = wait_for(
             f"the drift report after {arrival}",
-            lambda: (r := latest_materialization(instance, report_key)) and r.storage_id > before and r,
+            lambda before=before: (r := latest_materialization(instance, report_key))
+            and r.storage_id > before
+            and r,
         )
         meta = {k: getattr(v, "value", v) for k, v in report.asset_materialization.metadata.items()}
         if meta.get("verdict") == "drift":
             wait_for(
                 "the drift-triggered training-set run",
-                lambda: _run_for_report_done(instance, report.storage_id),
+                lambda meta=meta: _rebuild_done(instance, meta),
             )
         versions = published_versions(registry)
         drifted = list(meta.get("drifted_features") or [])
@@ -192,10 +197,15 @@ def live_loop(plan: Plan, start: date, registry: Path) -> list[dict]:
     return rows
 
 
-def _run_for_report_done(instance, storage_id: int) -> bool:
+def _rebuild_done(instance, report_metadata: dict) -> bool:
+    """The rebuild drift_sensor requests for the state this report shows has finished (it may
+    have been requested for an earlier report of the same state: one run per state)."""
     from dagster import DagsterRunStatus, RunsFilter
 
-    runs = instance.get_runs(RunsFilter(tags={"dagster/run_key": f"drift-report-{storage_id}"}))
+    from refinery.sensors.drift_sensor import STATE_TAG, drift_state, state_key
+
+    key = state_key(drift_state(report_metadata))
+    runs = instance.get_runs(RunsFilter(tags={STATE_TAG: key}))
     finished = {DagsterRunStatus.SUCCESS, DagsterRunStatus.FAILURE, DagsterRunStatus.CANCELED}
     return bool(runs) and all(r.status in finished for r in runs)
 

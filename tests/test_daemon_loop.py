@@ -73,6 +73,7 @@ def test_landing_to_new_training_set_version_without_a_person(tmp_path):
     log = tmp_path / "daemon.log"
     proc = subprocess.run(
         [sys.executable, "-c", SCRIPT, str(log)],
+        check=False,
         cwd=REPO,
         env=env,
         capture_output=True,
@@ -102,4 +103,4 @@ def test_landing_to_new_training_set_version_without_a_person(tmp_path):
     assert len(by_trigger["landing"]) == 2 and all(r["status"] == "SUCCESS" for r in by_trigger["landing"])
     (drift_run,) = by_trigger["drift"]
     assert drift_run["status"] == "SUCCESS" and float(drift_run["tags"]["refinery/drift_share"]) > 0
-    assert drift_run["tags"]["dagster/run_key"].startswith("drift-report-")
+    assert drift_run["tags"]["dagster/run_key"] == f"drift-{drift_run['tags']['refinery/drift_state']}"

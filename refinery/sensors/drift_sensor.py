@@ -1,10 +1,17 @@
 """`drift_sensor`: rebuild the training set when the latest drift report says "drift".
 
 A tick reads one event-log record (the latest `ml/feature_drift_report` materialization) and
-its metadata: no data is scanned, so ticks stay cheap. The cursor is the storage id of the last
-report acted on, and the run key is tied to that storage id, so one report triggers at most one
-run even if the cursor were lost. The rebuilt training set becomes the new reference profile,
-so the next report compares against it: no retraining loop.
+its metadata: no data is scanned, so ticks stay cheap.
+
+A rebuild is keyed on the state it would act on, not on the report that showed it: the
+reference version the report compared against, the feature dates it compared
+(`current_window`: the drift evidence) and the newest labelled as-of date
+(`examples_through`: the data a rebuild would use). One state requests one
+`training_set_job` run, ever: the run key is `drift-<state>` and the sensor first looks in the
+run storage for a run tagged with that state. Both live in the Dagster instance, not in the
+cursor, so a lost or reset cursor requests nothing twice. A refreshed report with the same
+verdict over the same inputs (what a rebuild that published nothing used to cause, once a
+minute, forever) is the same state; a new gold day or a new reference is a new one.
 
 Before anything is published (`latest_version()` is None) the sensor bootstraps version 1 once
 enough labelled as-of dates exist in gold `training_examples` for the training window.
@@ -12,13 +19,14 @@ enough labelled as-of dates exist in gold `training_examples` for the training w
 
 from __future__ import annotations
 
+import hashlib
 from datetime import date
 
 from dagster import (
-    AssetKey,
     AssetSelection,
     DefaultSensorStatus,
     RunRequest,
+    RunsFilter,
     SensorEvaluationContext,
     SkipReason,
     define_asset_job,
@@ -26,12 +34,18 @@ from dagster import (
 )
 
 from refinery.assets.ml.drift import VERDICT_DRIFT
-from refinery.assets.ml.drift_report import EXAMPLES_MODEL, REPORT_KEY, as_of_dates
-from refinery.resources.lake import LakePaths, data_dir_from_env
+from refinery.assets.ml.drift_report import (
+    EXAMPLES_MODEL,
+    REPORT_KEY,
+    TRAINING_SET_KEY,
+    as_of_dates,
+)
+from refinery.resources import LakeResource
+from refinery.resources.lake import LakePaths
 from refinery.sensors import sensor_interval
 
-TRAINING_SET_KEY = AssetKey(["ml", "training_dataset"])
 BOOTSTRAP_RUN_KEY = "bootstrap-v1"
+STATE_TAG = "refinery/drift_state"
 
 training_set_job = define_asset_job(
     "training_set_job",
@@ -78,20 +92,42 @@ def bootstrap_request(lake: LakePaths) -> RunRequest | SkipReason:
     )
 
 
+def drift_state(metadata: dict) -> dict[str, str]:
+    """What a rebuild would act on, from the report's metadata: the reference it compared
+    against, the feature dates it compared and the newest labelled as-of date."""
+    return {
+        "reference_version": str(_metadata_value(metadata, "reference_version")),
+        "current_window": str(_metadata_value(metadata, "current_window")),
+        "examples_through": str(_metadata_value(metadata, "examples_through")),
+    }
+
+
+def state_key(state: dict[str, str]) -> str:
+    """A short stable id of a drift state (run keys and tags stay readable)."""
+    text = "|".join(f"{name}={state[name]}" for name in sorted(state))
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def _run_for_state(context: SensorEvaluationContext, key: str):
+    runs = context.instance.get_runs(RunsFilter(tags={STATE_TAG: key}), limit=1)
+    return runs[0] if runs else None
+
+
 @sensor(
     name="drift_sensor",
     target=training_set_job,
     default_status=DefaultSensorStatus.RUNNING,
     minimum_interval_seconds=sensor_interval(),
     description=(
-        "Requests one training-set rebuild per drift report whose verdict is drift; "
-        "bootstraps version 1 when nothing is published and enough labelled days exist."
+        "Requests one training-set rebuild per drift state (reference version, compared feature "
+        "dates, newest labelled date) whose report says drift; bootstraps version 1 when nothing "
+        "is published and enough labelled days exist."
     ),
 )
-def drift_sensor(context: SensorEvaluationContext):
-    lake = LakePaths(data_dir_from_env())
-    if _latest_version(lake) is None:
-        return bootstrap_request(lake)
+def drift_sensor(context: SensorEvaluationContext, lake: LakeResource):
+    paths = lake.paths
+    if _latest_version(paths) is None:
+        return bootstrap_request(paths)
 
     records = context.instance.fetch_materializations(REPORT_KEY, limit=1).records
     if not records:
@@ -107,18 +143,30 @@ def drift_sensor(context: SensorEvaluationContext):
     metadata = dict(materialization.metadata) if materialization else {}
     verdict = _metadata_value(metadata, "verdict")
     share = _metadata_value(metadata, "drift_share")
-    reference = _metadata_value(metadata, "reference_version")
+    state = drift_state(metadata)
     if verdict != VERDICT_DRIFT:
         return SkipReason(
             f"drift report {storage_id}: verdict {verdict!r} (drift share {share}, "
-            f"reference {reference}); nothing to rebuild"
+            f"reference {state['reference_version']}); nothing to rebuild"
+        )
+    key = state_key(state)
+    described = ", ".join(f"{name} {value}" for name, value in state.items())
+    earlier = _run_for_state(context, key)
+    if earlier is not None:
+        return SkipReason(
+            f"drift report {storage_id}: drift again, but nothing changed since run "
+            f"{earlier.run_id} ({earlier.status.value}) was requested for this state "
+            f"({described}); the next gold day or a new reference version is a new state"
         )
     return RunRequest(
-        run_key=f"drift-report-{storage_id}",
+        run_key=f"drift-{key}",
         tags={
             "refinery/trigger": "drift",
             "refinery/drift_share": f"{float(share or 0):.4f}",
             "refinery/report_storage_id": str(storage_id),
-            "refinery/reference_version": str(reference),
+            "refinery/reference_version": state["reference_version"],
+            "refinery/current_window": state["current_window"],
+            "refinery/examples_through": state["examples_through"],
+            STATE_TAG: key,
         },
     )

@@ -19,8 +19,12 @@ import polars as pl
 from dagster import (
     AssetExecutionContext,
     AssetKey,
+    AssetSelection,
     AutomationCondition,
+    AutomationContext,
+    AutomationResult,
     Config,
+    DagsterInstance,
     MaterializeResult,
     MetadataValue,
     asset,
@@ -38,9 +42,10 @@ from refinery.assets.ml.drift import (
     svg_markdown_image,
 )
 from refinery.assets.ml.profile import LABEL_COLUMN, profile_against
+from refinery.faults import kill_point
+from refinery.resources import LakeResource
 from refinery.resources.lake import (
     LakePaths,
-    data_dir_from_env,
     env_float,
     env_int,
     env_list,
@@ -49,6 +54,8 @@ from refinery.resources.lake import (
 )
 
 REPORT_KEY = AssetKey(["ml", "feature_drift_report"])
+TRAINING_SET_KEY = AssetKey(["ml", "training_dataset"])
+FEATURES_KEY = AssetKey(["gold", "user_daily_features"])
 FEATURES_MODEL = "user_daily_features"
 EXAMPLES_MODEL = "training_examples"
 AS_OF_PREFIX = "as_of_date="
@@ -91,6 +98,67 @@ class DriftReportConfig(Config):
             categorical_tests=tuple(self.categorical_tests),
             label_drift_counts=self.label_drift_counts,
         )
+
+
+def _latest_metadata(instance: DagsterInstance, key: AssetKey) -> dict[str, Any] | None:
+    records = instance.fetch_materializations(key, limit=1).records
+    if not records:
+        return None
+    materialization = records[0].asset_materialization
+    metadata = materialization.metadata if materialization else {}
+    return {name: getattr(value, "value", value) for name, value in metadata.items()}
+
+
+def reference_outdated(instance: DagsterInstance) -> bool:
+    """Whether the latest report compared against an older training set than the latest one.
+
+    The training set's materialization names the version that is latest after it (`version_tag`:
+    the new one, or the one that already was when the rebuild published nothing); the report
+    names the version it compared against (`reference_version`). A rebuild that publishes
+    nothing leaves the two equal, so it is no news to the report.
+    """
+    training_set = _latest_metadata(instance, TRAINING_SET_KEY)
+    if not training_set or not training_set.get("version_tag"):
+        return False
+    report = _latest_metadata(instance, REPORT_KEY)
+    return report is None or report.get("reference_version") != str(training_set["version_tag"])
+
+
+class ReferenceOutdated(AutomationCondition):
+    """True while the report's reference is older than the latest training-set version.
+
+    A state, read from the two latest materializations (no cursor of its own): a reset sensor
+    re-reads the same state.
+    """
+
+    @property
+    def name(self) -> str:
+        return "reference_outdated"
+
+    def evaluate(self, context: AutomationContext) -> AutomationResult:
+        outdated = reference_outdated(context.asset_graph_view.instance)
+        true_subset = context.candidate_subset if outdated else context.get_empty_subset()
+        return AutomationResult(context, true_subset)
+
+
+def report_automation_condition() -> AutomationCondition:
+    """Refresh after each new gold day and each newly published training-set version.
+
+    Not eager(): that waits until no upstream partition is missing, which a daily lake never
+    reaches. Not any_deps_updated() on the training set either: a rebuild that published
+    nothing would refresh the report, whose unchanged drift verdict used to request the same
+    rebuild again, once a minute, forever. The training set counts only when it moved the
+    latest version past the report's reference (newly_true: once per new version).
+    """
+    new_gold = AutomationCondition.any_deps_updated().ignore(
+        AssetSelection.assets(TRAINING_SET_KEY)
+    )
+    new_version = ReferenceOutdated().newly_true()
+    return (
+        (new_gold | new_version).since_last_handled()
+        & ~AutomationCondition.any_deps_in_progress()
+        & ~AutomationCondition.in_progress()
+    )
 
 
 @dataclass
@@ -192,7 +260,10 @@ def compute_drift_report(
         )
     report["reference_version"] = version
     report["current_window"] = window
+    examples = as_of_dates(lake, EXAMPLES_MODEL)
+    report["examples_through"] = examples[-1] if examples else None
     report_dir = lake.lake / "ml" / "feature_drift_report"
+    kill_point("drift_report.before_write")
     write_report(report, report_dir)
     return DriftReportResult(report, version, window, report_dir)
 
@@ -231,6 +302,8 @@ def report_metadata(result: DriftReportResult) -> dict[str, Any]:
         "n_features": MetadataValue.int(report["n_features"]),
         "reference_version": MetadataValue.text(result.reference_version or "none"),
         "current_window": MetadataValue.text(f"{window[0]}..{window[-1]}" if window else "none"),
+        # the newest gold/training_examples as-of date: the labelled data a rebuild would use
+        "examples_through": MetadataValue.text(report.get("examples_through") or "none"),
         "current_rows": MetadataValue.int(int(report.get("current_rows", 0))),
         "drifted_features": MetadataValue.json(report["drifted_features"]),
         "reasons": MetadataValue.md("\n".join(f"- {r}" for r in report["reasons"]) or "–"),
@@ -251,15 +324,9 @@ def report_metadata(result: DriftReportResult) -> dict[str, Any]:
 @asset(
     key=REPORT_KEY,
     group_name="ml",
-    deps=[AssetKey(["gold", "user_daily_features"]), AssetKey(["ml", "training_dataset"])],
+    deps=[FEATURES_KEY, TRAINING_SET_KEY],
     kinds={"polars"},
-    # After each new gold day and each new training-set version, without a person. Not eager():
-    # that waits until no upstream partition is missing, which a daily lake never reaches.
-    automation_condition=(
-        AutomationCondition.any_deps_updated().since_last_handled()
-        & ~AutomationCondition.any_deps_in_progress()
-        & ~AutomationCondition.in_progress()
-    ),
+    automation_condition=report_automation_condition(),
     description=(
         "Recent feature distribution (latest as-of dates of gold/user_daily_features) against "
         "the reference profile of the latest published training set: per-feature PSI, "
@@ -267,10 +334,9 @@ def report_metadata(result: DriftReportResult) -> dict[str, Any]:
     ),
 )
 def feature_drift_report(
-    context: AssetExecutionContext, config: DriftReportConfig
+    context: AssetExecutionContext, config: DriftReportConfig, lake: LakeResource
 ) -> MaterializeResult:
-    lake = LakePaths(data_dir_from_env())
-    result = compute_drift_report(lake, config)
+    result = compute_drift_report(lake.paths, config)
     context.log.info(
         f"drift verdict {result.report['verdict']} "
         f"({result.report['n_drifted']}/{result.report['n_features']} features) "
