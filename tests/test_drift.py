@@ -26,6 +26,7 @@ from refinery.assets.ml.drift_report import (
     feature_drift_report,
 )
 from refinery.assets.ml.profile import build_profile, profile_against
+from refinery.resources import LakeResource
 from refinery.resources.lake import LakePaths, write_parquet_atomic
 
 FEATURES = ["spend_7d", "n_events_7d", "plan", "device"]
@@ -202,9 +203,13 @@ def test_report_on_gold_parquet_with_given_reference(tmp_path):
 
 
 def test_asset_materializes_no_reference_without_a_published_version(tmp_path, monkeypatch):
-    monkeypatch.setenv("REFINERY_DATA_DIR", str(tmp_path))
+    monkeypatch.setenv("REFINERY_DATA_DIR", str(tmp_path / "elsewhere"))  # the resource decides
     write_gold(LakePaths(tmp_path), "user_daily_features", DAYS, seed=0)
-    result = materialize([feature_drift_report], instance=DagsterInstance.ephemeral())
+    result = materialize(
+        [feature_drift_report],
+        instance=DagsterInstance.ephemeral(),
+        resources={"lake": LakeResource(data_dir=str(tmp_path))},
+    )
     assert result.success
     [event] = result.get_asset_materialization_events()
     metadata = event.materialization.metadata
