@@ -109,3 +109,15 @@ def test_chunked_parsing_gives_the_same_rows_as_one_pass(tmp_path):
     pieces = list(line_chunks(data, 300))
     assert b"".join(c for _, c in pieces) == data
     assert all(c.endswith(b"\n") for _, c in pieces)
+
+
+def test_bytes_that_only_start_like_gzip_are_read_as_lines(tmp_path):
+    """Found by the long fuzz run: a users.csv beginning with 1f 8b lost all its lines."""
+    path = tmp_path / "users.csv"
+    path.write_bytes(b"\x1f\x8buser_id,signup_date\nu1,2025-01-01\n")
+    frame = bronze_snapshot_from_file(path, "users.csv", "users")
+    assert frame["_line"].to_list() == [2]
+    whole = tmp_path / "a.jsonl"
+    whole.write_bytes(gzip.compress(b'{"event_id": "e1"}\n', mtime=0))  # gzip without .gz
+    frame = bronze_events_from_file(whole, "a.jsonl")
+    assert frame.select("_line", "_parse_error").rows() == [(0, "misnamed_file"), (1, None)]

@@ -133,16 +133,24 @@ def gunzip(blob: bytes) -> tuple[bytes, tuple[str, str] | None]:
 
 
 def read_raw(path: Path) -> RawFile:
-    """The file's text bytes, by content: gzip is decompressed whatever the name says, a `.gz`
-    name on plain bytes is noted and the bytes read as they are; a leading UTF-8 BOM is dropped."""
+    """The file's text bytes, by content: a `.gz` file is decompressed (what precedes damage is
+    kept), and so is whole gzip under another name; a `.gz` name on plain bytes is noted and the
+    bytes are read as they are; a leading UTF-8 BOM is dropped."""
     blob = path.read_bytes()
     named_gz = path.name.lower().endswith(".gz")
     problems: list[tuple[str, str]] = []
     if not blob:
         return RawFile(b"", [("empty_file", "file has no bytes")])
-    if blob.startswith(GZIP_MAGIC):
-        if not named_gz:
+    if blob.startswith(GZIP_MAGIC) and not named_gz:
+        # Content that starts like gzip in a file not named so: decompressed only when it is
+        # whole gzip; otherwise its bytes are read as the lines they are.
+        text, problem = gunzip(blob)
+        if problem is None:
             problems.append(("misnamed_file", f"{path.name} is gzip-compressed; decompressed"))
+            blob = text
+            if not blob:
+                problems.append(("empty_file", "gzip stream decompresses to no bytes"))
+    elif blob.startswith(GZIP_MAGIC):
         blob, problem = gunzip(blob)
         if problem:
             problems.append(problem)
