@@ -44,6 +44,11 @@ settings.register_profile(
 )
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
+
+def examples(ci: int) -> int:
+    """A property's example count: `ci` in make test, scaled up as the loaded profile is."""
+    return max(1, ci * settings().max_examples // 120)
+
 ARRIVAL = date(2026, 3, 1)
 AT = datetime(2026, 3, 2, 0, 30, tzinfo=UTC)
 REASONS = (
@@ -242,7 +247,7 @@ def _fate(result) -> dict[int, str]:
     return fates
 
 
-@settings(max_examples=40)
+@settings(max_examples=examples(40))
 @given(lines=st.lists(any_line, min_size=1, max_size=12))
 def test_a_lines_fate_does_not_depend_on_its_neighbours(tmp_path_factory, lines):
     tmp = tmp_path_factory.mktemp("alone")
@@ -302,7 +307,7 @@ def test_any_users_csv_gives_every_line_one_fate(tmp_path_factory, blob):
     assert set(EVENT_FIELDS) & set(result.silver.columns) == {"user_id"}
 
 
-@settings(max_examples=300)
+@settings(max_examples=examples(300))
 @given(lines=st.lists(any_line, min_size=1, max_size=8))
 def test_the_fast_path_gives_the_strict_parsers_answer(lines):
     """Most lines are read by orjson inline; that must be exactly what the strict standard-library
