@@ -80,6 +80,20 @@ def user_row(frame: pl.DataFrame, user: str) -> dict:
     return rows[0]
 
 
+def leave_writer_debris(root: Path) -> None:
+    """What killed or in-flight silver writers leave in the table folders: a staging folder, a
+    folder being swapped out, a hidden temp file. None is a partition; gold must not read them."""
+    events = LakePaths(root).lake / "silver" / "events"
+    part = events / f"date={D}" / "part-0.parquet"
+    for debris in (
+        events / ".staging-0123456789abcdef" / "part-0.parquet",
+        events / f".date={D}.old.0123456789abcdef" / "part-0.parquet",
+        events / f"date={D}" / ".part-1.parquet.0123456789abcdef.tmp",
+    ):
+        debris.parent.mkdir(parents=True, exist_ok=True)
+        debris.write_bytes(part.read_bytes())
+
+
 @pytest.fixture(scope="module")
 def story(tmp_path_factory):
     root = tmp_path_factory.mktemp("gold_lake")
@@ -98,6 +112,7 @@ def story(tmp_path_factory):
             label_rows=warehouse_rows(root, "select count(*) from labels")[0][0],
         )
         write_silver(root, since=D + DAY, until=LAST_DAY)
+        leave_writer_debris(root)
         run2 = run_gold(root, D, LAST_KNOWLEDGE_DAY)
         after_run2 = SimpleNamespace(
             day_before_stat=(day_before.read_bytes(), day_before.stat().st_mtime_ns),
