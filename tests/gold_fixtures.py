@@ -255,3 +255,76 @@ def write_silver(root: Path, until: date, since: date = FIRST_DAY) -> None:
             lake.partition_file("silver", "products", key),
         )
         current += timedelta(days=1)
+
+
+def write_random_silver(
+    root: Path, first: date, days: int, users: int, events_per_day: int, seed: int
+) -> None:
+    """A denser generated silver lake (seeded): many purchases per user with cent amounts, one
+    file per arrival date, so DuckDB's threads scan and aggregate it in parallel; some events
+    arrive a day or two late. For the determinism tests, not for hand-checked values."""
+    import random
+
+    rng = random.Random(seed)
+    lake = LakePaths(root)
+    kinds = ("view", "view", "click", "add_to_cart", "purchase", "purchase")
+    ingested_at = datetime(2025, 6, 1, tzinfo=UTC)
+    for offset in range(days):
+        arrival = first + timedelta(days=offset)
+        rows = []
+        for i in range(events_per_day):
+            late = rng.choice((0, 0, 0, 0, 1, 2))
+            when = datetime.combine(arrival - timedelta(days=late), datetime.min.time(), UTC)
+            kind = rng.choice(kinds)
+            rows.append(
+                {
+                    "event_id": f"{arrival}-{i}",
+                    "user_id": f"u{rng.randrange(users)}",
+                    "event_type": kind,
+                    "event_time": when + timedelta(seconds=rng.randrange(86_400)),
+                    "product_id": f"p{rng.randrange(20)}",
+                    "amount": round(rng.uniform(0.01, 999.99), 2) if kind == "purchase" else None,
+                    "quantity": rng.randrange(1, 4) if kind == "purchase" else None,
+                    "device": rng.choice(("ios", "android", "web", None)),
+                    "session_id": f"s{rng.randrange(users * 3)}",
+                    "arrival_date": arrival,
+                    "_source_file": f"landing/events/{arrival}/events.jsonl",
+                    "_line": i + 1,
+                    "_ingested_at": ingested_at,
+                }
+            )
+        write_parquet_atomic(
+            pl.DataFrame(rows, schema=EVENT_SCHEMA, orient="row"),
+            lake.partition_file("silver", "events", arrival.isoformat()),
+        )
+        user_rows = [
+            {
+                "user_id": f"u{u}",
+                "signup_date": date(2024, 1, 1) + timedelta(days=u),
+                "country": ("DE", "FR", "US")[u % 3],
+                "birth_year": 1960 + u % 40,
+                "marketing_opt_in": u % 2 == 0,
+                "plan": ("free", "plus", "pro")[(u + offset // 7) % 3],
+                "snapshot_date": arrival,
+            }
+            for u in range(users)
+        ]
+        write_parquet_atomic(
+            pl.DataFrame(user_rows, schema=USER_SCHEMA),
+            lake.partition_file("silver", "users", arrival.isoformat()),
+        )
+        product_rows = [
+            {
+                "product_id": f"p{p}",
+                "category": ("books", "toys", "games", "garden")[(p + offset // 10) % 4],
+                "brand": "acme",
+                "list_price": round(1 + p * 3.37, 2),
+                "active": True,
+                "snapshot_date": arrival,
+            }
+            for p in range(20)
+        ]
+        write_parquet_atomic(
+            pl.DataFrame(product_rows, schema=PRODUCT_SCHEMA),
+            lake.partition_file("silver", "products", arrival.isoformat()),
+        )

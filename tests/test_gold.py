@@ -15,6 +15,7 @@ from types import SimpleNamespace
 import duckdb
 import polars as pl
 import pytest
+import yaml
 from dagster import AssetKey, materialize
 from hypothesis import given
 from hypothesis import strategies as st
@@ -35,8 +36,17 @@ from refinery.assets.gold.assets import (
     prune_dbt_targets,
 )
 from refinery.assets.gold.export import mart_file
+from refinery.resources import LakeResource
 from refinery.resources.lake import LakePaths, env_int
-from tests.gold_fixtures import FIRST_DAY, LAST_DAY, U1_BIRTH_YEAR, U1_SIGNUP, D, write_silver
+from tests.gold_fixtures import (
+    FIRST_DAY,
+    LAST_DAY,
+    U1_BIRTH_YEAR,
+    U1_SIGNUP,
+    D,
+    write_random_silver,
+    write_silver,
+)
 
 DAY = timedelta(days=1)
 LAST_KNOWLEDGE_DAY = date(2025, 1, 15)
@@ -47,7 +57,8 @@ def run_gold(root: Path, first: date, last: date):
         "dagster/asset_partition_range_start": first.isoformat(),
         "dagster/asset_partition_range_end": last.isoformat(),
     }
-    return materialize(gold_assets, resources={"dbt": dbt_resource()}, tags=tags)
+    resources = {"dbt": dbt_resource(), "lake": LakeResource(data_dir=str(root))}
+    return materialize(gold_assets, resources=resources, tags=tags)
 
 
 def read_mart(root: Path, model: str, as_of: date) -> pl.DataFrame:
@@ -69,12 +80,28 @@ def user_row(frame: pl.DataFrame, user: str) -> dict:
     return rows[0]
 
 
+def leave_writer_debris(root: Path) -> None:
+    """What killed or in-flight silver writers leave in the table folders: a staging folder, a
+    folder being swapped out, a hidden temp file. None is a partition; gold must not read them."""
+    events = LakePaths(root).lake / "silver" / "events"
+    part = events / f"date={D}" / "part-0.parquet"
+    for debris in (
+        events / ".staging-0123456789abcdef" / "part-0.parquet",
+        events / f".date={D}.old.0123456789abcdef" / "part-0.parquet",
+        events / f"date={D}" / ".part-1.parquet.0123456789abcdef.tmp",
+    ):
+        debris.parent.mkdir(parents=True, exist_ok=True)
+        debris.write_bytes(part.read_bytes())
+
+
 @pytest.fixture(scope="module")
 def story(tmp_path_factory):
     root = tmp_path_factory.mktemp("gold_lake")
     features_of = f"select * from user_daily_features where as_of_date in ('{D - DAY}', '{D}')"
+    elsewhere = tmp_path_factory.mktemp("not_the_lake")
     with pytest.MonkeyPatch.context() as env:
-        env.setenv("REFINERY_DATA_DIR", str(root))
+        # the lake resource says where the data is; the environment points elsewhere
+        env.setenv("REFINERY_DATA_DIR", str(elsewhere))
         write_silver(root, until=D)
         run1 = run_gold(root, FIRST_DAY, D)
         day_before = mart_file(LakePaths(root).lake / "gold", "user_daily_features", D - DAY)
@@ -85,6 +112,7 @@ def story(tmp_path_factory):
             label_rows=warehouse_rows(root, "select count(*) from labels")[0][0],
         )
         write_silver(root, since=D + DAY, until=LAST_DAY)
+        leave_writer_debris(root)
         run2 = run_gold(root, D, LAST_KNOWLEDGE_DAY)
         after_run2 = SimpleNamespace(
             day_before_stat=(day_before.read_bytes(), day_before.stat().st_mtime_ns),
@@ -92,8 +120,19 @@ def story(tmp_path_factory):
             label_dates=warehouse_rows(root, "select distinct as_of_date from labels order by 1"),
         )
     return SimpleNamespace(
-        root=root, run1=run1, run2=run2, after_run1=after_run1, after_run2=after_run2
+        root=root,
+        run1=run1,
+        run2=run2,
+        after_run1=after_run1,
+        after_run2=after_run2,
+        elsewhere=sorted(elsewhere.rglob("*")),
     )
+
+
+def test_gold_reads_and_writes_where_the_lake_resource_says(story):
+    assert story.run1.success and story.run2.success
+    assert story.elsewhere == []  # REFINERY_DATA_DIR pointed here: nothing read or written
+    assert LakePaths(story.root).warehouse.exists()
 
 
 def test_features_of_one_user_and_day_match_a_hand_computation(story):
@@ -418,8 +457,12 @@ def test_gold_asset_keys_groups_and_silver_dependencies():
 def test_partition_window_becomes_inclusive_knowledge_dates_and_dbt_vars():
     start = datetime(2025, 1, 3, tzinfo=UTC)
     assert knowledge_date_range(start, start + 3 * DAY) == (date(2025, 1, 3), date(2025, 1, 5))
-    args = dbt_build_args(date(2025, 1, 3), date(2025, 1, 5))
-    assert args[:2] == ["build", "--vars"] and "min_date: '2025-01-03'" in args[2]
+    args = dbt_build_args(date(2025, 1, 3), date(2025, 1, 5), Path("/lake/root"))
+    assert args[:2] == ["build", "--vars"]
+    dbt_vars = yaml.safe_load(args[2])
+    assert dbt_vars["min_date"] == "2025-01-03" and dbt_vars["max_date"] == "2025-01-05"
+    assert dbt_vars["data_dir"] == str(Path("/lake/root").resolve())
+    assert dbt_vars["duckdb_threads"] >= 1
     assert as_of_dates_for("user_daily_features", date(2025, 1, 12), date(2025, 1, 13)) == [
         date(2025, 1, 12),
         date(2025, 1, 13),
@@ -454,3 +497,32 @@ def test_export_is_atomic_reproducible_and_drops_days_without_rows(tmp_path):
         export_marts(warehouse, gold, ["labels"], days)
     with pytest.raises(FileNotFoundError, match="dbt build"):
         export_marts(tmp_path / "missing.duckdb", gold, ["labels"], days)
+
+
+def test_same_silver_gives_the_same_gold_bytes_at_any_thread_count_and_build_size(
+    tmp_path, monkeypatch
+):
+    """Money is summed exactly (DECIMAL): float sums changed in the last digits with the order
+    DuckDB's threads added them in, and a spurious training-set version followed. One lake: gold
+    on 1 thread in one build, then the same range rerun over unchanged silver on 4 threads in 2."""
+    first, days = date(2025, 3, 1), 16
+    last = first + (days - 1) * DAY
+    root = tmp_path / "lake"
+    write_random_silver(root, first, days, users=30, events_per_day=2000, seed=11)
+    published = []
+    for threads, per_build in (("1", None), ("4", "8")):
+        monkeypatch.setenv("REFINERY_DUCKDB_THREADS", threads)
+        if per_build is None:
+            monkeypatch.delenv("REFINERY_GOLD_DATES_PER_BUILD", raising=False)
+        else:
+            monkeypatch.setenv("REFINERY_GOLD_DATES_PER_BUILD", per_build)
+        assert run_gold(root, first, last).success
+        published.append(mart_files(root))
+    assert len(published[0]) == days + 2 * (days - label_delay_days())
+    changed = sorted(name for name, data in published[0].items() if published[1][name] != data)
+    assert changed == []
+    spend = pl.read_parquet(
+        mart_file(LakePaths(root).lake / "gold", "user_daily_features", last)
+    )["spend_30d"]
+    # cent amounts summed exactly: every total is a whole number of cents
+    assert spend.sum() > 0 and ((spend * 100).round() == spend * 100).all()

@@ -46,6 +46,7 @@ event_aggregates as (
         count(*) filter (where event_type = 'purchase' and days_ago < 7) as purchases_7d,
         count(*) filter (where event_type = 'purchase') as purchases_30d,
         sum(quantity) filter (where event_type = 'purchase') as items_purchased_30d,
+        -- amount is DECIMAL(38, 6) (stg_events): exact sums, the same in any order or thread count
         sum(amount) filter (where event_type = 'purchase' and days_ago < 1) as spend_1d,
         sum(amount) filter (where event_type = 'purchase' and days_ago < 7) as spend_7d,
         sum(amount) filter (where event_type = 'purchase') as spend_30d,
@@ -146,7 +147,7 @@ final as (
         cast(coalesce(spend_1d, 0) as double) as spend_1d,
         cast(coalesce(spend_7d, 0) as double) as spend_7d,
         cast(coalesce(spend_30d, 0) as double) as spend_30d,
-        cast(spend_30d / nullif(purchases_30d, 0) as double) as avg_order_value_30d,
+        cast(spend_30d as double) / nullif(purchases_30d, 0) as avg_order_value_30d,
         cast(sessions_7d as bigint) as sessions_7d,
         cast(sessions_30d as bigint) as sessions_30d,
         cast(active_days_30d as bigint) as active_days_30d,

@@ -10,8 +10,7 @@ import functools
 import os
 import re
 import shutil
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -24,6 +23,7 @@ from dagster import (
     AssetExecutionContext,
     AssetKey,
     BackfillPolicy,
+    Failure,
     MetadataValue,
     Output,
 )
@@ -36,9 +36,19 @@ from dagster_dbt import (
 )
 
 from refinery.assets.gold.export import export_marts, mart_file
+from refinery.assets.gold.gate import (
+    SNAPSHOT_TABLES,
+    blocked_message,
+    blocked_partitions,
+    event_partitions_read,
+    snapshot_partitions_read,
+)
 from refinery.assets.metadata import quality_measures
+from refinery.assets.silver.assets import silver_assets
 from refinery.contracts.gold import gold_contract
+from refinery.faults import kill_point
 from refinery.partitions import daily_partitions
+from refinery.resources import LakeResource
 from refinery.resources.lake import LakePaths, data_dir_from_env, env_int
 
 DBT_PROJECT_DIR = Path(__file__).resolve().parents[3] / "dbt_project"
@@ -86,21 +96,6 @@ def prune_dbt_targets(latest: Path, keep: int) -> list[Path]:
     return removed
 
 
-@contextmanager
-def data_dir_for_dbt(data_dir: Path) -> Iterator[None]:
-    """profiles.yml and the silver sources read REFINERY_DATA_DIR; dbt runs as a subprocess that
-    inherits our environment, so set it (absolute) for the duration of the call."""
-    previous = os.environ.get("REFINERY_DATA_DIR")
-    os.environ["REFINERY_DATA_DIR"] = str(Path(data_dir).resolve())
-    try:
-        yield
-    finally:
-        if previous is None:
-            os.environ.pop("REFINERY_DATA_DIR", None)
-        else:
-            os.environ["REFINERY_DATA_DIR"] = previous
-
-
 def manifest_is_stale(project_dir: Path, manifest_path: Path) -> bool:
     if not manifest_path.exists():
         return True
@@ -122,10 +117,11 @@ def prepare_manifest(project: DbtProject | None = None) -> Path:
     """
     project = project or dbt_project()
     if manifest_is_stale(Path(project.project_dir), Path(project.manifest_path)):
-        with data_dir_for_dbt(data_dir_from_env()):
-            DbtCliResource(project_dir=project).cli(
-                ["parse", "--quiet"], target_path=Path(project.target_path)
-            ).wait()
+        # parse renders the profile, which needs a data root; it opens no database
+        DbtCliResource(project_dir=project).cli(
+            ["parse", "--quiet", "--vars", _vars_arg({"data_dir": str(data_dir_from_env())})],
+            target_path=Path(project.target_path),
+        ).wait()
     return Path(project.manifest_path)
 
 
@@ -146,12 +142,26 @@ def knowledge_date_range(window_start: datetime, window_end: datetime) -> tuple[
     return window_start.date(), (window_end - timedelta(days=1)).date()
 
 
-def dbt_build_args(min_date: date, max_date: date) -> list[str]:
-    dbt_vars = yaml.safe_dump(
-        {"min_date": min_date.isoformat(), "max_date": max_date.isoformat()},
-        default_flow_style=True,
-    ).strip()
-    return ["build", "--vars", dbt_vars]
+def _vars_arg(values: Mapping[str, Any]) -> str:
+    return yaml.safe_dump(dict(values), default_flow_style=True, width=10_000).strip()
+
+
+def duckdb_threads() -> int:
+    """DuckDB's worker threads in dbt (REFINERY_DUCKDB_THREADS, default: the machine's cores).
+    The marts do not depend on it (money is summed exactly); it only trades speed for cores."""
+    return env_int("REFINERY_DUCKDB_THREADS", os.cpu_count() or 1, minimum=1)
+
+
+def dbt_build_args(min_date: date, max_date: date, data_dir: Path) -> list[str]:
+    """`dbt build` of knowledge dates [min_date, max_date] on the lake at `data_dir`: the profile
+    and the silver sources take the data root from the var, not from the environment."""
+    dbt_vars = {
+        "min_date": min_date.isoformat(),
+        "max_date": max_date.isoformat(),
+        "data_dir": str(Path(data_dir).resolve()),
+        "duckdb_threads": duckdb_threads(),
+    }
+    return ["build", "--vars", _vars_arg(dbt_vars)]
 
 
 def as_of_dates_for(model: str, min_date: date, max_date: date) -> list[date]:
@@ -289,9 +299,12 @@ class BuildEvents:
     pool=WAREHOUSE_POOL,
     dagster_dbt_translator=gold_translator,
 )
-def gold_dbt_models(context: AssetExecutionContext, dbt: DbtCliResource):
+def gold_dbt_models(context: AssetExecutionContext, dbt: DbtCliResource, lake: LakeResource):
     """`dbt build` over the run's knowledge dates (in as many builds as memory needs), then the
     marts' as-of dates go to Parquet.
+
+    First the gate: if a silver partition the run reads has a failed blocking check (gate.py),
+    the run fails naming it, before dbt reads anything.
 
     Outputs and dbt test results are folded over the builds (BuildEvents) and reported when the
     builds are done; mart outputs (and their tests) wait for the export, so their
@@ -300,10 +313,11 @@ def gold_dbt_models(context: AssetExecutionContext, dbt: DbtCliResource):
     run fails before anything is exported.
     """
     min_date, max_date = knowledge_date_range(*context.partition_time_window)
-    lake = LakePaths(data_dir_from_env())
+    paths = lake.paths
+    check_silver_gate(context, paths, min_date, max_date)
     mart_keys = {AssetKey(["gold", model]): model for model in MARTS}
     selected_marts = [mart_keys[key] for key in context.selected_asset_keys if key in mart_keys]
-    ranges = plan_builds(lake, min_date, max_date)
+    ranges = plan_builds(paths, min_date, max_date)
     targets_kept = env_int("REFINERY_DBT_TARGETS_KEPT", DEFAULT_DBT_TARGETS_KEPT, minimum=1)
     folded = BuildEvents()
 
@@ -311,14 +325,15 @@ def gold_dbt_models(context: AssetExecutionContext, dbt: DbtCliResource):
         return _event_asset_key(context, event) in mart_keys
 
     try:
-        with data_dir_for_dbt(lake.root):
-            for dates in ranges:
-                invocation = dbt.cli(dbt_build_args(*dates), context=context)
-                try:
-                    for event in invocation.stream():
-                        folded.add(event, dates)
-                finally:
-                    prune_dbt_targets(Path(invocation.target_path), targets_kept)
+        for number, dates in enumerate(ranges):
+            if number:
+                kill_point("gold.between_builds")
+            invocation = dbt.cli(dbt_build_args(*dates, paths.root), context=context)
+            try:
+                for event in invocation.stream():
+                    folded.add(event, dates)
+            finally:
+                prune_dbt_targets(Path(invocation.target_path), targets_kept)
     except Exception:
         # as a failed single build always did: report what is upstream of the marts, export none
         yield from folded.split(is_mart)[0]
@@ -326,8 +341,9 @@ def gold_dbt_models(context: AssetExecutionContext, dbt: DbtCliResource):
 
     upstream, held_back = folded.split(is_mart)
     yield from upstream
+    kill_point("gold.before_export")
     mart_metadata = {
-        model: export_mart_metadata(lake, model, min_date, max_date)
+        model: export_mart_metadata(paths, model, min_date, max_date)
         for model in sorted(selected_marts)
     }
     for event in held_back:
@@ -335,6 +351,66 @@ def gold_dbt_models(context: AssetExecutionContext, dbt: DbtCliResource):
             model = mart_keys[_event_asset_key(context, event)]
             event = event.with_metadata({**event.metadata, **mart_metadata[model]})
         yield event
+
+
+def silver_reads(
+    paths: LakePaths, instance: Any, min_date: date, max_date: date
+) -> dict[AssetKey, list[str]]:
+    """The silver partitions a run over knowledge dates [min_date, max_date] reads, per asset."""
+    project_vars = dbt_project_vars()
+    lookback = max(int(project_vars["feature_window_days"]), int(project_vars["recency_lookback_days"]))
+    reads = {AssetKey(["silver", "events"]): event_partitions_read(min_date, max_date, lookback)}
+    for table in SNAPSHOT_TABLES:
+        key = AssetKey(["silver", table])
+        known = set(instance.get_materialized_partitions(key)) | set(
+            paths.existing_partitions("silver", table)
+        )
+        reads[key] = snapshot_partitions_read(min_date, max_date, known)
+    return reads
+
+
+def silver_blocking_checks() -> dict[AssetKey, list[str]]:
+    """The blocking checks of the silver assets, as silver defines them."""
+    checks: dict[AssetKey, list[str]] = {}
+    for assets_def in silver_assets:
+        for spec in assets_def.check_specs:
+            if spec.blocking:
+                checks.setdefault(spec.asset_key, []).append(spec.name)
+    return checks
+
+
+def check_silver_gate(
+    context: AssetExecutionContext, paths: LakePaths, min_date: date, max_date: date
+) -> None:
+    """Fail the run, naming partitions and checks, if it would read a silver partition whose
+    latest blocking check did not pass."""
+    reads = silver_reads(paths, context.instance, min_date, max_date)
+    blocked = blocked_partitions(
+        context.instance, reads, silver_blocking_checks(), current_run_id=context.run.run_id
+    )
+    if blocked:
+        message = blocked_message(blocked)
+        context.log.error(message)
+        raise Failure(
+            description=message,
+            metadata={
+                "blocked_partitions": MetadataValue.json(
+                    [
+                        {
+                            "asset": b.asset_key.to_user_string(),
+                            "partition": b.partition,
+                            "check": b.check_name,
+                            "run_id": b.run_id,
+                        }
+                        for b in blocked
+                    ]
+                )
+            },
+        )
+    context.log.info(
+        "gate: no blocking silver check failed in "
+        + ", ".join(f"{key.to_user_string()} ({len(parts)} partitions)" for key, parts in reads.items())
+    )
 
 
 def export_mart_metadata(

@@ -10,6 +10,7 @@ from pathlib import Path
 import duckdb
 import polars as pl
 
+from refinery.faults import kill_point
 from refinery.resources.lake import write_parquet_atomic
 
 _IDENTIFIER = re.compile(r"[a-z_][a-z0-9_]*")
@@ -91,5 +92,6 @@ def _export_dates(
                 target.parent.rmdir()
             continue
         write_parquet_atomic(day_frame.rechunk(), target)
+        kill_point("gold.export_mid")  # fault tests: some files of this run written, others not
         rows += day_frame.height
     return rows

@@ -1,0 +1,158 @@
+"""Gold reads no silver partition whose latest blocking check failed.
+
+Silver's checks (row accounting, contract, quarantine rate) run in the step that writes the
+partition, so a failed one leaves the partition's files on disk: a gold run over a later range
+would read them. Before dbt runs, gold asks the Dagster instance, per silver partition it reads,
+for the checks of that partition's latest materialization and fails, naming each partition and
+check, if a blocking one failed. Silver's checks are not partitioned, so an evaluation belongs to
+a partition through its run: the evaluation's run id equals the run id of the partition's latest
+materialization (one partition per silver run). Re-running the partition (fixed files, or a
+raised limit) makes a new materialization whose checks pass, and gold reads it again.
+
+A partition never materialized through Dagster (files written by hand) has no checks to consult
+and is read as it is.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import date, timedelta
+
+from dagster import (
+    AssetCheckKey,
+    AssetKey,
+    AssetRecordsFilter,
+    DagsterEventType,
+    DagsterInstance,
+)
+from dagster._core.storage.asset_check_execution_record import AssetCheckExecutionRecordStatus
+
+SNAPSHOT_TABLES = ("users", "products")
+_HISTORY_PAGE = 500
+
+
+def event_partitions_read(min_date: date, max_date: date, lookback_days: int) -> list[str]:
+    """Arrival dates of silver/events a run over knowledge dates [min_date, max_date] reads: the
+    feature window and the recency look-back (the longer one) before the first date, up to the
+    last (labels read purchases that arrived up to the knowledge date, inside that range)."""
+    first = min_date - timedelta(days=lookback_days - 1)
+    return [(first + timedelta(days=i)).isoformat() for i in range((max_date - first).days + 1)]
+
+
+def snapshot_partitions_read(min_date: date, max_date: date, existing: Iterable[str]) -> list[str]:
+    """Snapshot partitions (users, products) whose rows reach the marts of [min_date, max_date].
+
+    The SCD2 history makes the attributes valid on D those of the newest snapshot on or before D
+    (a key missing from it is null), so the run reads the newest snapshot on or before min_date
+    and every snapshot after it up to max_date; older snapshots only move version boundaries.
+    """
+    keys = sorted(key for key in existing if key <= max_date.isoformat())
+    start = min_date.isoformat()
+    before = [key for key in keys if key <= start]
+    return before[-1:] + [key for key in keys if key > start]
+
+
+@dataclass(frozen=True)
+class BlockedPartition:
+    asset_key: AssetKey
+    partition: str
+    check_name: str
+    run_id: str
+    reason: str
+
+    def describe(self) -> str:
+        return (
+            f"{self.asset_key.to_user_string()} partition {self.partition}: blocking check "
+            f"{self.check_name} {self.reason} (run {self.run_id})"
+        )
+
+
+def latest_materialization_runs(
+    instance: DagsterInstance, asset_key: AssetKey, partitions: Sequence[str]
+) -> dict[str, str]:
+    """partition -> run id of its latest materialization (partitions never materialized: absent)."""
+    if not partitions:
+        return {}
+    storage_ids = instance.get_latest_storage_id_by_partition(
+        asset_key, DagsterEventType.ASSET_MATERIALIZATION, partitions=set(partitions)
+    )
+    if not storage_ids:
+        return {}
+    records = instance.fetch_materializations(
+        AssetRecordsFilter(asset_key=asset_key, storage_ids=list(storage_ids.values())),
+        limit=len(storage_ids),
+    ).records
+    return {record.partition_key: record.run_id for record in records if record.partition_key}
+
+
+def check_records_of_runs(instance: DagsterInstance, check_key: AssetCheckKey, run_ids: set[str]):
+    """The latest execution record of `check_key` in each of `run_ids` (newest first, paged)."""
+    found = {}
+    cursor = None
+    storage = instance.event_log_storage
+    while len(found) < len(run_ids):
+        page = storage.get_asset_check_execution_history(
+            check_key, limit=_HISTORY_PAGE, cursor=cursor
+        )
+        for record in page:
+            if record.run_id in run_ids and record.run_id not in found:
+                found[record.run_id] = record
+        if len(page) < _HISTORY_PAGE:
+            break
+        cursor = page[-1].id
+    return found
+
+
+def blocked_partitions(
+    instance: DagsterInstance,
+    reads: Mapping[AssetKey, Sequence[str]],
+    blocking_checks: Mapping[AssetKey, Sequence[str]],
+    current_run_id: str | None = None,
+) -> list[BlockedPartition]:
+    """The partitions of `reads` whose latest materialization has a failed blocking check, or a
+    blocking check that was planned and never evaluated (its run died before it ran)."""
+    blocked = []
+    for asset_key, partitions in reads.items():
+        runs = latest_materialization_runs(instance, asset_key, partitions)
+        if not runs:
+            continue
+        partition_of_run: dict[str, list[str]] = {}
+        for partition, run_id in runs.items():
+            partition_of_run.setdefault(run_id, []).append(partition)
+        for check_name in blocking_checks.get(asset_key, ()):
+            records = check_records_of_runs(
+                instance, AssetCheckKey(asset_key, check_name), set(partition_of_run)
+            )
+            for run_id, record in records.items():
+                reason = _blocking_reason(record, current_run_id)
+                if reason is None:
+                    continue
+                for partition in partition_of_run[run_id]:
+                    if record.partition is not None and record.partition != partition:
+                        continue
+                    blocked.append(
+                        BlockedPartition(asset_key, partition, check_name, run_id, reason)
+                    )
+    return sorted(blocked, key=lambda b: (b.asset_key.to_user_string(), b.partition, b.check_name))
+
+
+def _blocking_reason(record, current_run_id: str | None) -> str | None:
+    if record.status == AssetCheckExecutionRecordStatus.FAILED:
+        evaluation = record.event.dagster_event.asset_check_evaluation_data
+        if evaluation.blocking is False:
+            return None
+        return f"failed: {evaluation.description or 'no description'}"
+    if record.status == AssetCheckExecutionRecordStatus.PLANNED and record.run_id != current_run_id:
+        return "was never evaluated (its run ended before the check ran)"
+    return None
+
+
+def blocked_message(blocked: Sequence[BlockedPartition]) -> str:
+    lines = "\n".join(f"- {b.describe()}" for b in blocked)
+    return (
+        f"gold reads {len(blocked)} silver partition(s) whose latest blocking check did not pass; "
+        f"nothing was built:\n{lines}\n"
+        "Fix the partition (re-deliver its landing files, or raise the limit), re-materialize it "
+        "(bronze and silver for that date), then re-run gold."
+    )
