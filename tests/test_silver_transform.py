@@ -67,7 +67,7 @@ def write_prior_day(lake: LakePaths, ids: list[str], day: date, **overrides) -> 
     assert silver.height == len(set(ids))
     target = lake.partition_dir("silver", "events", day.isoformat())
     write_parquet_atomic(silver, target / "part-0.parquet")
-    write_index(silver["event_id"], target / INDEX_FILE)
+    write_index(silver, target / INDEX_FILE)
 
 
 def test_events_seen_on_any_earlier_day_are_dropped_as_duplicates(tmp_path):
@@ -99,8 +99,10 @@ def test_an_index_collision_never_drops_an_event(tmp_path, monkeypatch):
     write_prior_day(lake, ["old"], date(2026, 2, 1))
     real = event_index.fingerprints
     monkeypatch.setattr(event_index, "fingerprints", lambda ids: real(ids.str.slice(0, 0)))
-    write_index(pl.Series(["old"]), lake.partition_dir("silver", "events", "2026-02-01") / INDEX_FILE)
+    day = lake.partition_dir("silver", "events", "2026-02-01")
+    write_index(pl.read_parquet(day / "part-0.parquet"), day / INDEX_FILE)
     assert prior_rows(lake, ARRIVAL, pl.Series(["new1", "new2"])).height == 0
+    assert prior_rows(lake, ARRIVAL, pl.Series(["new1", "old"]))["event_id"].to_list() == ["old"]
 
 
 def test_snapshot_rules_and_duplicate_keys(tmp_path):

@@ -25,13 +25,18 @@ from dagster import (
 )
 
 from refinery.assets.metadata import contract_check, quality_metadata
-from refinery.assets.silver.event_index import INDEX_FILE, prior_rows, write_index
+from refinery.assets.silver.event_index import (
+    INDEX_FILE,
+    index_rows,
+    prior_rows,
+    write_index_rows,
+)
 from refinery.assets.silver.transform import (
     SilverResult,
     by_reason,
     clean_snapshot,
     conflicts,
-    duplicate_fates,
+    event_duplicate_fates,
     keep_first_arrivals,
     split_events,
 )
@@ -79,26 +84,27 @@ def write_silver_events(
     dropped_ids = ids.filter(~keep).unique()
     del ids
     silver_empty = pl.read_parquet(written[0], n_rows=0)
-    duplicates, offset, originals = [], 0, [prior.select(silver_empty.columns)]
+    duplicates, offset = [], 0
     for part, rows in parts:
         part_keep = keep.slice(offset, rows)
         offset += rows
         if not part_keep.all():
             frame = pl.read_parquet(part)
             duplicates.append(frame.filter(~part_keep))
-            kept = frame.filter(part_keep)
-            originals.append(kept.filter(pl.col("event_id").is_in(dropped_ids.implode())))
-            write_parquet_atomic(kept, part)
-            del frame, kept
-    kept_ids = pl.scan_parquet(written).select("event_id").collect().get_column("event_id")
-    write_index(kept_ids, staging / INDEX_FILE)
-    del kept_ids
+            write_parquet_atomic(frame.filter(part_keep), part)
+            del frame
+    # The index of the kept rows, built part by part (a 10M-event day never sits whole), and the
+    # originals of the day's own duplicates, wherever in the day they are.
+    index = pl.concat([index_rows(pl.read_parquet(part)) for part in written]).sort("h", "event_id")
+    write_index_rows(index, staging / INDEX_FILE)
+    originals = pl.concat([prior, index.filter(pl.col("event_id").is_in(dropped_ids.implode()))])
+    del index
     quarantine = pl.concat(quarantined)
     dropped = pl.concat(duplicates) if duplicates else silver_empty
     return SilverResult(
         silver=silver_empty,
         quarantine=quarantine,
-        duplicates=duplicate_fates(dropped, pl.concat(originals)),
+        duplicates=event_duplicate_fates(dropped, originals),
         bronze_rows=bronze_rows,
         quarantine_by_reason=by_reason(quarantine),
     )
