@@ -6,11 +6,14 @@ independently of the online code (the latest row per user, with polars).
 """
 
 import math
+import shutil
 import sqlite3
 import subprocess
 import sys
+import time
 from datetime import date, timedelta
 
+import httpx
 import polars as pl
 import pytest
 from dagster import materialize
@@ -18,14 +21,21 @@ from fastapi.testclient import TestClient
 
 from refinery.assets.gold.export import mart_file
 from refinery.assets.online import PARITY_CHECK, online_assets
-from refinery.online.records import FEATURE_MART
+from refinery.online.client import FeatureClient, FeatureServiceError, features_as_of
+from refinery.online.records import FEATURE_MART, mart_path
 from refinery.online.resource import OnlineStoreResource
 from refinery.online.server import create_app
 from refinery.online.store import SQLITE_FILE, open_store
 from refinery.online.sync import sync_dates
 from refinery.resources import LakeResource
 from tests.gold_fixtures import FIRST_DAY
-from tests.online_fixtures import build_gold, range_tags, write_crowd_silver
+from tests.online_fixtures import (
+    RedisServer,
+    build_gold,
+    free_port,
+    range_tags,
+    write_crowd_silver,
+)
 
 LAST = date(2025, 2, 10)
 SPLIT = date(2025, 2, 5)
@@ -322,3 +332,116 @@ def _env():
     import os
 
     return {k: v for k, v in os.environ.items() if k != "REFINERY_KILL_AT"}
+
+
+def test_mart_path_is_golds_layout(tmp_path):
+    for day in (date(2025, 1, 1), date(2026, 12, 31)):
+        assert mart_path(tmp_path, day) == mart_file(tmp_path, FEATURE_MART, day)
+
+
+# --- Redis: the production store, a real redis-server on a free loopback port -----------------
+
+
+@pytest.fixture(scope="module")
+def redis_server(tmp_path_factory):
+    if shutil.which("redis-server") is None:
+        pytest.skip("redis-server is not installed (apt-get install -y redis-server)")
+    server = RedisServer(tmp_path_factory.mktemp("redis")).start()
+    yield server
+    server.stop()
+
+
+def without_freshness(body: dict) -> dict:
+    return {k: v for k, v in body.items() if k != "freshness_seconds"}
+
+
+def test_redis_store_serves_what_sqlite_serves(lake, redis_server, client):
+    root = lake["root"]
+    first = run_online(root, FIRST_DAY, SPLIT, url=redis_server.url)
+    second = run_online(root, SPLIT + DAY, LAST, url=redis_server.url)
+    assert check_of(first).passed and check_of(second).passed
+    assert metadata(second)["rows_written"] == metadata(lake["run2"])["rows_written"]
+    assert metadata(second)["store"].startswith("redis://127.0.0.1:")
+    again = run_online(root, SPLIT + DAY, LAST, url=redis_server.url)
+    assert metadata(again)["rows_written"] == 0 and check_of(again).passed
+    users = sorted(latest_rows(lake["marts"], LAST)) + ["nobody"]
+    store = open_store(redis_server.url, root, readonly=True)
+    with TestClient(create_app(store, root / "lake" / "gold")) as over_redis:
+        from_redis = over_redis.post("/features", json={"user_ids": users}).json()["results"]
+        assert over_redis.get("/health").json()["store"] == "redis"
+        assert over_redis.get("/schema").json() == client.get("/schema").json()
+    from_sqlite = client.post("/features", json={"user_ids": users}).json()["results"]
+    assert [without_freshness(b) for b in from_redis] == [without_freshness(b) for b in from_sqlite]
+
+
+def test_a_redis_write_killed_before_exec_writes_nothing(lake, redis_server):
+    url = f"{redis_server.url}?prefix=killed:"
+    script = (
+        "from datetime import date; from pathlib import Path;"
+        "from refinery.online.store import open_store; from refinery.online.sync import sync_dates;"
+        f"s = open_store('{url}', Path('.'));"
+        f"sync_dates(s, Path('{lake['root']}') / 'lake' / 'gold', [date(2025, 1, 3)], None)"
+    )
+    env = {**_env(), "REFINERY_KILL_AT": "online.redis_before_exec"}
+    killed = subprocess.run([sys.executable, "-c", script], check=False, env=env)
+    assert killed.returncode == -9
+    store = open_store(url, lake["root"])
+    assert store.users() == 0 and store.meta() == {}
+    assert subprocess.run([sys.executable, "-c", script], check=False, env=_env()).returncode == 0
+    assert store.users() > 0 and store.meta()["watermark"] == "2025-01-03"
+    store.close()
+
+
+def test_a_redis_outage_is_a_503_that_says_so(lake, tmp_path):
+    if shutil.which("redis-server") is None:
+        pytest.skip("redis-server is not installed (apt-get install -y redis-server)")
+    server = RedisServer(tmp_path).start()
+    store = open_store(server.url, lake["root"])
+    sync_dates(store, lake["root"] / "lake" / "gold", [date(2025, 1, 3)], None)
+    with TestClient(create_app(store, lake["root"] / "lake" / "gold")) as http:
+        assert http.get("/features/u1").status_code == 200
+        server.stop()
+        for response in (
+            http.get("/features/u1"),
+            http.post("/features", json={"user_ids": ["u1", "u2"]}),
+            http.get("/health"),
+        ):
+            assert response.status_code == 503, response.text
+            detail = response.json()["detail"]
+            assert f"online store redis://127.0.0.1:{server.port}" in detail
+            assert "Traceback" not in response.text
+    store.close()
+
+
+def test_the_server_module_serves_the_data_root(lake):
+    """`python -m refinery.online.server` (what `make serve` runs) and the Python client."""
+    port = free_port()
+    env = {**_env(), "REFINERY_DATA_DIR": str(lake["root"]), "REFINERY_SERVE_PORT": str(port)}
+    env.pop("REFINERY_ONLINE_STORE", None)
+    proc = subprocess.Popen([sys.executable, "-m", "refinery.online.server"], env=env)
+    try:
+        with FeatureClient(f"http://127.0.0.1:{port}") as http:
+            deadline = time.monotonic() + 30
+            while True:
+                try:
+                    health = http.health()
+                    break
+                except httpx.TransportError:
+                    assert time.monotonic() < deadline and proc.poll() is None
+                    time.sleep(0.1)
+            assert health["store"] == "sqlite" and health["watermark"] == LAST.isoformat()
+            assert http.feature("u1")["known"] is True
+            assert http.feature("nobody")["known"] is False
+            as_of = date(2025, 1, 5)
+            past = features_as_of(["u1", "u2", "nobody"], as_of, f"http://127.0.0.1:{port}")
+            day = lake["marts"].filter(pl.col("as_of_date") == as_of)
+            u1 = day.filter(pl.col("user_id") == "u1").row(0, named=True)
+            assert past[0]["features"]["spend_30d"] == u1["spend_30d"] == 20.0
+            assert [p["known"] for p in past] == [True, True, False]
+            assert [f["name"] for f in http.schema()["features"]][:2] == ["events_1d", "events_7d"]
+            with pytest.raises(FeatureServiceError) as bad:
+                http.features(["u1"], as_of="2030-01-01")
+            assert bad.value.status == 404
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)

@@ -13,8 +13,7 @@ from typing import Any
 
 import polars as pl
 
-from refinery.assets.gold.export import mart_file
-from refinery.online.records import FEATURE_MART, cold_start_body, feature_names
+from refinery.online.records import cold_start_body, feature_names, mart_path
 
 
 class NoFeaturesForDate(LookupError):
@@ -28,7 +27,7 @@ def _mart(path: Path, mtime_ns: int) -> tuple[pl.DataFrame, dict[str, int]]:
 
 
 def mart_frame(gold_dir: Path, as_of: date) -> tuple[pl.DataFrame, dict[str, int]]:
-    path = mart_file(gold_dir, FEATURE_MART, as_of)
+    path = mart_path(gold_dir, as_of)
     try:
         mtime = path.stat().st_mtime_ns
     except FileNotFoundError as exc:

@@ -16,9 +16,8 @@ from typing import Any
 
 import polars as pl
 
-from refinery.assets.gold.export import mart_file
 from refinery.online.offline import features_as_of
-from refinery.online.records import FEATURE_MART
+from refinery.online.records import mart_path
 from refinery.online.server import MAX_BATCH, create_app
 from refinery.online.store import OnlineStore
 
@@ -97,7 +96,7 @@ def _newer_rows(gold_dir: Path, answers: list[dict], watermark: date) -> list[di
         return []
     oldest = date.fromisoformat(min(served.values()))
     files = [
-        mart_file(gold_dir, FEATURE_MART, oldest + timedelta(days=d))
+        mart_path(gold_dir, oldest + timedelta(days=d))
         for d in range(1, (watermark - oldest).days + 1)
     ]
     files = [f for f in files if f.exists()]

@@ -23,6 +23,13 @@ FEATURE_MART = "user_daily_features"
 MARTS_YML = Path(__file__).resolve().parents[2] / "dbt_project" / "models" / "marts" / "_marts.yml"
 
 
+def mart_path(gold_dir: Path, as_of_date: date) -> Path:
+    """`<gold dir>/user_daily_features/as_of_date=<D>/data.parquet`: the layout gold's export
+    writes (refinery.assets.gold.export.mart_file; a test pins the two equal). Spelled here so the
+    server and the sync need not import the gold package, which loads dbt and Dagster (~5 s)."""
+    return Path(gold_dir) / FEATURE_MART / f"as_of_date={as_of_date.isoformat()}" / "data.parquet"
+
+
 @functools.cache
 def _descriptions() -> dict[str, str]:
     """Column descriptions of the feature mart, from its dbt declaration."""

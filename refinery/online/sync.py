@@ -18,8 +18,7 @@ from pathlib import Path
 import polars as pl
 import pyarrow.parquet as pq
 
-from refinery.assets.gold.export import mart_file
-from refinery.online.records import FEATURE_MART, encode_records, feature_schema
+from refinery.online.records import encode_records, feature_schema, mart_path
 from refinery.online.store import OnlineStore, Record
 
 
@@ -50,7 +49,7 @@ def sync_dates(
     stored_bodies: dict[str, bytes] = {}
     schema = None
     for day in sorted(as_of_dates):
-        path = mart_file(gold_dir, FEATURE_MART, day)
+        path = mart_path(gold_dir, day)
         if not path.exists():
             stats.missing_dates.append(day.isoformat())  # no active user that day
             continue
@@ -103,7 +102,7 @@ def sync_dates(
 
 
 def mart_schema(gold_dir: Path, day: date) -> pl.Schema | None:
-    path = mart_file(gold_dir, FEATURE_MART, day)
+    path = mart_path(gold_dir, day)
     if not path.exists():
         return None
     return pl.Schema(pl.from_arrow(pq.read_schema(path).empty_table()).schema)
