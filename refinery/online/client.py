@@ -1,9 +1,9 @@
 """A small Python client of the feature-serving API.
 
-    from refinery.online.client import FeatureClient
-    client = FeatureClient("http://127.0.0.1:8000")
-    client.features(["u1", "u2"])                     # latest, from the online store
-    client.features(["u1", "u2"], as_of="2025-01-05")  # point in time, from the gold marts
+from refinery.online.client import FeatureClient
+client = FeatureClient("http://127.0.0.1:8000")
+client.features(["u1", "u2"])                     # latest, from the online store
+client.features(["u1", "u2"], as_of="2025-01-05")  # point in time, from the gold marts
 """
 
 from __future__ import annotations

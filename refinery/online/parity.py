@@ -38,7 +38,10 @@ def _same(a: Any, b: Any) -> bool:
 
 
 def check_parity(
-    store: OnlineStore, gold_dir: Path, sample_size: int = 200, must_include: list[str] = (),
+    store: OnlineStore,
+    gold_dir: Path,
+    sample_size: int = 200,
+    must_include: list[str] = (),
     seed: int | None = None,
 ) -> ParityReport:
     from fastapi.testclient import TestClient
@@ -53,11 +56,15 @@ def check_parity(
     answers = []
     with TestClient(create_app(store, gold_dir)) as client:
         for start in range(0, len(sampled), MAX_BATCH):
-            response = client.post("/features", json={"user_ids": sampled[start:start + MAX_BATCH]})
+            response = client.post(
+                "/features", json={"user_ids": sampled[start : start + MAX_BATCH]}
+            )
             if response.status_code != 200:
                 report.mismatches.append(
-                    {"user_id": None, "problem": f"API answered {response.status_code}: "
-                     f"{response.text[:200]}"}
+                    {
+                        "user_id": None,
+                        "problem": f"API answered {response.status_code}: {response.text[:200]}",
+                    }
                 )
                 return report
             answers.extend(response.json()["results"])
@@ -74,15 +81,26 @@ def check_parity(
             continue
         served, expected = answer["features"], offline["features"]
         if list(served) != list(expected):
-            report.mismatches.append({"user_id": user, "problem": "feature names differ",
-                                      "served": list(served), "gold": list(expected)})
+            report.mismatches.append(
+                {
+                    "user_id": user,
+                    "problem": "feature names differ",
+                    "served": list(served),
+                    "gold": list(expected),
+                }
+            )
             continue
         for name, value in expected.items():
             report.compared_values += 1
             if not _same(served[name], value):
                 report.mismatches.append(
-                    {"user_id": user, "as_of_date": as_of.isoformat(), "feature": name,
-                     "served": served[name], "gold": value}
+                    {
+                        "user_id": user,
+                        "as_of_date": as_of.isoformat(),
+                        "feature": name,
+                        "served": served[name],
+                        "gold": value,
+                    }
                 )
     if watermark:
         report.mismatches.extend(_newer_rows(gold_dir, answers, date.fromisoformat(watermark)))

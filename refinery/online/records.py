@@ -78,9 +78,7 @@ def feature_names(schema: pl.Schema) -> list[str]:
     return [name for name in schema if name not in KEY]
 
 
-def encode_records(
-    frame: pl.DataFrame, version: str | None
-) -> list[tuple[str, str, bytes, bytes]]:
+def encode_records(frame: pl.DataFrame, version: str | None) -> list[tuple[str, str, bytes, bytes]]:
     """(user_id, as_of_date, digest, body) per row of one as-of date of the mart.
 
     body is the JSON the API returns for the user (without the per-request freshness);

@@ -87,9 +87,13 @@ class Metrics:
                 routes[route] = {
                     "requests": sum(by_status.values()),
                     "by_status": {str(k): v for k, v in sorted(by_status.items())},
-                    "latency_ms": {"p50": pct(0.50), "p95": pct(0.95), "p99": pct(0.99),
-                                   "max": round(lat[-1] * 1000, 3) if lat else None,
-                                   "window": len(lat)},
+                    "latency_ms": {
+                        "p50": pct(0.50),
+                        "p95": pct(0.95),
+                        "p99": pct(0.99),
+                        "max": round(lat[-1] * 1000, 3) if lat else None,
+                        "window": len(lat),
+                    },
                 }
             return {"uptime_seconds": round(time.time() - self.started, 1), "routes": routes}
 
@@ -127,7 +131,50 @@ class MetricsMiddleware:
             )
 
 
-def create_app(store: OnlineStore, gold_dir: Path) -> FastAPI:
+class FastPath:
+    """`GET /features/{user_id}` without a query string answered straight from the store: the
+    hot path of online inference skips FastAPI's routing and parameter parsing (~0.1 ms of a
+    ~0.3 ms request). Same answers as the FastAPI route (a test compares them); anything else
+    goes to the app."""
+
+    def __init__(self, app, store: OnlineStore, cold_start) -> None:
+        self.app = app
+        self.store = store
+        self.cold_start = cold_start
+
+    async def __call__(self, scope, receive, send):
+        if (
+            scope["type"] == "http"
+            and scope["method"] == "GET"
+            and not scope.get("query_string")
+            and scope["path"].startswith("/features/")
+        ):
+            user_id = scope["path"][10:]
+            if 0 < len(user_id) <= MAX_USER_ID_LENGTH and "/" not in user_id:
+                try:
+                    found = self.store.get_many([user_id])[0]
+                    if found is None:
+                        status, body = 404, self.cold_start(user_id)
+                    else:
+                        status, body = 200, _with_freshness(found[0], found[1], time.time())
+                except StoreUnavailable as exc:
+                    status, body = 503, orjson.dumps({"detail": str(exc)})
+                await send(
+                    {
+                        "type": "http.response.start",
+                        "status": status,
+                        "headers": [
+                            (b"content-type", b"application/json"),
+                            (b"content-length", str(len(body)).encode()),
+                        ],
+                    }
+                )
+                await send({"type": "http.response.body", "body": body})
+                return
+        return await self.app(scope, receive, send)
+
+
+def create_app(store: OnlineStore, gold_dir: Path, fast_path: bool = True) -> FastAPI:
     app = FastAPI(title="refinery online features", version="1")
     metrics = Metrics()
     cache: dict[str, Any] = {"meta": None, "at": 0.0}
@@ -148,16 +195,26 @@ def create_app(store: OnlineStore, gold_dir: Path) -> FastAPI:
     def cold_start(user_id: str) -> bytes:
         version = meta().get("training_set_version") or None
         return orjson.dumps(
-            {"freshness_seconds": None, "user_id": user_id, "known": False, "as_of_date": None,
-             "training_set_version": version, "features": dict.fromkeys(cache["names"])}
+            {
+                "freshness_seconds": None,
+                "user_id": user_id,
+                "known": False,
+                "as_of_date": None,
+                "training_set_version": version,
+                "features": dict.fromkeys(cache["names"]),
+            }
         )
 
     def offline(user_ids: list[str], as_of: date) -> list[bytes]:
         now = time.time()  # from the marts: no training-set version applies
         return [
             orjson.dumps(
-                {"freshness_seconds": int(now - _end_ts(body["as_of_date"]))
-                 if body["known"] else None, **body}
+                {
+                    "freshness_seconds": int(now - _end_ts(body["as_of_date"]))
+                    if body["known"]
+                    else None,
+                    **body,
+                }
             )
             for body in features_as_of(gold_dir, user_ids, as_of)
         ]
@@ -178,8 +235,12 @@ def create_app(store: OnlineStore, gold_dir: Path) -> FastAPI:
         ]
         return JSONResponse(
             status_code=422,
-            content={"detail": f"bad request: {errors[0]['where']}: {errors[0]['problem']}"
-                     if errors else "bad request", "errors": errors},
+            content={
+                "detail": f"bad request: {errors[0]['where']}: {errors[0]['problem']}"
+                if errors
+                else "bad request",
+                "errors": errors,
+            },
         )
 
     @app.exception_handler(Exception)
@@ -198,13 +259,13 @@ def create_app(store: OnlineStore, gold_dir: Path) -> FastAPI:
         if as_of is not None:
             body = offline([user_id], as_of)[0]
             known = not body.startswith(b'{"freshness_seconds":null')
-            return Response(body, status_code=200 if known else 404,
-                            media_type="application/json")
+            return Response(body, status_code=200 if known else 404, media_type="application/json")
         found = store.get_many([user_id])[0]
         if found is None:
             return Response(cold_start(user_id), status_code=404, media_type="application/json")
-        return Response(_with_freshness(found[0], found[1], time.time()),
-                        media_type="application/json")
+        return Response(
+            _with_freshness(found[0], found[1], time.time()), media_type="application/json"
+        )
 
     @app.post("/features")
     async def many(request: BatchRequest):
@@ -223,8 +284,7 @@ def create_app(store: OnlineStore, gold_dir: Path) -> FastAPI:
                 cold_start(user) if found is None else _with_freshness(found[0], found[1], now)
                 for user, found in zip(ids, store.get_many(ids), strict=True)
             ]
-        return Response(b'{"results":[' + b",".join(parts) + b"]}",
-                        media_type="application/json")
+        return Response(b'{"results":[' + b",".join(parts) + b"]}", media_type="application/json")
 
     @app.get("/features")
     @app.get("/schema")
@@ -261,7 +321,9 @@ def create_app(store: OnlineStore, gold_dir: Path) -> FastAPI:
     async def get_metrics():
         return metrics.snapshot()
 
-    app.add_middleware(MetricsMiddleware, metrics=metrics)
+    if fast_path:
+        app.add_middleware(FastPath, store=store, cold_start=cold_start)
+    app.add_middleware(MetricsMiddleware, metrics=metrics)  # outermost: times the fast path too
     app.state.metrics = metrics
     app.state.store = store
     return app
@@ -288,8 +350,15 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     app = app_from_env(args.store, args.data_dir)
     print(f"serving {app.state.store.describe()} on http://{args.host}:{args.port}", flush=True)
-    uvicorn.run(app, host=args.host, port=args.port, log_level="warning", access_log=False,
-                loop="uvloop", http="httptools")
+    uvicorn.run(
+        app,
+        host=args.host,
+        port=args.port,
+        log_level="warning",
+        access_log=False,
+        loop="uvloop",
+        http="httptools",
+    )
 
 
 if __name__ == "__main__":

@@ -103,7 +103,9 @@ class SQLiteStore:
                         f"no online store at {self.path}: materialize online/user_features first"
                     )
                 conn = sqlite3.connect(
-                    f"file:{self.path}?mode=ro", uri=True, check_same_thread=False,
+                    f"file:{self.path}?mode=ro",
+                    uri=True,
+                    check_same_thread=False,
                     isolation_level=None,
                 )
             else:
@@ -181,11 +183,7 @@ class SQLiteStore:
         return int(self._query("select count(*) from features")[0][0])
 
     def size_bytes(self) -> int:
-        return sum(
-            p.stat().st_size
-            for p in (self.path, Path(f"{self.path}-wal"))
-            if p.exists()
-        )
+        return sum(p.stat().st_size for p in (self.path, Path(f"{self.path}-wal")) if p.exists())
 
     def sample_users(self, n: int) -> list[str]:
         return [
@@ -223,8 +221,12 @@ class RedisStore:
             self._redacted = parsed._replace(
                 netloc=f"{parsed.hostname}:{parsed.port}", query=""
             ).geturl()
-        self._redis_errors = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError,
-                              redis.exceptions.ResponseError, OSError)
+        self._redis_errors = (
+            redis.exceptions.ConnectionError,
+            redis.exceptions.TimeoutError,
+            redis.exceptions.ResponseError,
+            OSError,
+        )
         self.client = redis.Redis.from_url(
             clean, socket_timeout=timeout, socket_connect_timeout=timeout
         )
