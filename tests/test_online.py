@@ -5,6 +5,7 @@ then 01-13..01-15 (run 2, incremental). Expectations are computed from the gold 
 independently of the online code (the latest row per user, with polars).
 """
 
+import json
 import math
 import shutil
 import sqlite3
@@ -28,6 +29,7 @@ from refinery.online.server import create_app
 from refinery.online.store import SQLITE_FILE, open_store
 from refinery.online.sync import sync_dates
 from refinery.resources import LakeResource
+from refinery.resources.registry import DvcRegistry
 from tests.gold_fixtures import FIRST_DAY
 from tests.online_fixtures import (
     RedisServer,
@@ -36,10 +38,12 @@ from tests.online_fixtures import (
     range_tags,
     write_crowd_silver,
 )
+from tests.test_registry import training_set
 
 LAST = date(2025, 2, 10)
 SPLIT = date(2025, 2, 5)
 DAY = timedelta(days=1)
+VERSION = "training_set@v1.0.0"
 
 
 def run_online(root, first, last, url=None, raise_on_error=True):
@@ -93,6 +97,11 @@ def lake(tmp_path_factory):
         env.delenv("REFINERY_ONLINE_STORE", raising=False)
         run1 = run_online(root, FIRST_DAY, SPLIT)
         after_run1 = stored_bodies(root)
+        # a training set is published between the runs: run 2's records say which
+        registry = DvcRegistry(
+            registry_dir=str(root / "registry"), remote_url=str(root / "dvc-remote")
+        )
+        registry.snapshot(training_set(root / "ts-build", seed=1).directory, lineage="online")
         run2 = run_online(root, SPLIT + DAY, LAST)
         yield {
             "root": root,
@@ -137,6 +146,11 @@ def test_runs_are_incremental_and_report_what_they_wrote(lake):
     before, after = lake["after_run1"], stored_bodies(lake["root"])
     untouched = set(after) - active_late
     assert untouched and all(after[u] == before[u] for u in untouched)
+    assert run1["training_set_version"] == "none"
+    assert run2["training_set_version"] == VERSION
+    for user, body in after.items():
+        version = json.loads(body)["training_set_version"]
+        assert version == (None if user in untouched else VERSION)
     assert run2["store_users"] == len(after)
     assert run2["store_size_bytes"] > 0
     assert run2["watermark"] == LAST.isoformat()
@@ -154,9 +168,9 @@ def test_rerun_writes_nothing_and_an_old_partition_cannot_move_users_back(lake, 
     before = stored_bodies(root)
     store = open_store("sqlite", root)
     try:
-        again = sync_dates(store, root / "lake" / "gold", [SPLIT + DAY, LAST], None)
+        again = sync_dates(store, root / "lake" / "gold", [SPLIT + DAY, LAST], VERSION)
         assert again.users_written == 0 and again.users_unchanged > 0
-        old = sync_dates(store, root / "lake" / "gold", [date(2025, 1, 5)], None)
+        old = sync_dates(store, root / "lake" / "gold", [date(2025, 1, 5)], VERSION)
         assert old.users_written == 0 and old.users_skipped_newer > 0
     finally:
         store.close()
@@ -242,6 +256,7 @@ def test_health_and_metrics(client):
     health = client.get("/health").json()
     assert health["status"] == "ok" and health["store"] == "sqlite"
     assert health["watermark"] == LAST.isoformat() and health["users"] > 100
+    assert health["training_set_version"] == VERSION
     for _ in range(5):
         client.get("/features/u1")
     client.get("/features/nobody")
@@ -372,7 +387,11 @@ def test_redis_store_serves_what_sqlite_serves(lake, redis_server, client):
         assert over_redis.get("/health").json()["store"] == "redis"
         assert over_redis.get("/schema").json() == client.get("/schema").json()
     from_sqlite = client.post("/features", json={"user_ids": users}).json()["results"]
-    assert [without_freshness(b) for b in from_redis] == [without_freshness(b) for b in from_sqlite]
+    # Redis's runs came after the publish: all its records carry the version
+    assert {b["training_set_version"] for b in from_redis[:-1]} == {VERSION}
+    assert [without_freshness(b) | {"training_set_version": 0} for b in from_redis] == [
+        without_freshness(b) | {"training_set_version": 0} for b in from_sqlite
+    ]
 
 
 def test_a_redis_write_killed_before_exec_writes_nothing(lake, redis_server):
@@ -463,3 +482,28 @@ def test_the_fast_path_answers_as_the_fastapi_route(lake, client):
                     slow_answer.json()
                 )
     store.close()
+
+
+def test_the_asset_hangs_below_gold_in_one_code_location():
+    """The registration the lead adds to definitions.py: online/user_features after gold."""
+    from dagster import AssetKey, Definitions
+
+    from refinery.assets.gold import dbt_resource, gold_assets
+
+    defs = Definitions(
+        assets=[*gold_assets, *online_assets],
+        resources={
+            "lake": LakeResource(),
+            "online_store": OnlineStoreResource(),
+            "dbt": dbt_resource(),
+        },
+    )
+    graph = defs.resolve_asset_graph()
+    online = AssetKey(["online", "user_features"])
+    assert graph.get(online).parent_keys == {AssetKey(["gold", "user_daily_features"])}
+    assert (
+        graph.get(online).partitions_def
+        == graph.get(AssetKey(["gold", "user_daily_features"])).partitions_def
+    )
+    assert [c.name for c in defs.resolve_asset_graph().get(online).check_keys] == [PARITY_CHECK]
+    defs.resolve_implicit_global_asset_job_def()  # resources satisfied
