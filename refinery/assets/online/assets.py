@@ -4,7 +4,6 @@ Partitioned like gold (knowledge date P = as-of date P of user_daily_features); 
 range of partitions is one run (single_run backfill policy, like gold) and one store transaction.
 """
 
-
 from datetime import UTC, datetime
 
 from dagster import (
@@ -126,9 +125,13 @@ def online_user_features(
                 "mismatch_examples": MetadataValue.md(_mismatch_table(report.mismatches[:20]))
                 if report.mismatches
                 else MetadataValue.text("none"),
-                "result": "0 mismatches" if report.passed
-                else ("nothing to sample: the store is empty" if not report.sampled
-                      else f"{len(report.mismatches)} mismatches"),
+                "result": "0 mismatches"
+                if report.passed
+                else (
+                    "nothing to sample: the store is empty"
+                    if not report.sampled
+                    else f"{len(report.mismatches)} mismatches"
+                ),
             },
         )
     finally:
