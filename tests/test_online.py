@@ -23,6 +23,7 @@ from fastapi.testclient import TestClient
 from refinery.assets.gold.export import mart_file
 from refinery.assets.online import PARITY_CHECK, online_assets
 from refinery.online.client import FeatureClient, FeatureServiceError, features_as_of
+from refinery.online.parity import check_parity
 from refinery.online.records import FEATURE_MART, mart_path
 from refinery.online.resource import OnlineStoreResource
 from refinery.online.server import create_app
@@ -507,3 +508,45 @@ def test_the_asset_hangs_below_gold_in_one_code_location():
     )
     assert [c.name for c in defs.resolve_asset_graph().get(online).check_keys] == [PARITY_CHECK]
     defs.resolve_implicit_global_asset_job_def()  # resources satisfied
+
+
+def test_recomputed_gold_for_the_same_day_replaces_only_what_changed(lake, tmp_path):
+    """Late data makes gold rewrite an as-of date: the users whose values moved are rewritten."""
+    root = lake["root"]
+    gold = tmp_path / "gold"
+    source = mart_file(root / "lake" / "gold", FEATURE_MART, LAST)
+    shutil.copytree(root / "lake" / "gold" / FEATURE_MART, gold / FEATURE_MART)
+    target = mart_path(gold, LAST)
+    store_path = tmp_path / "store.sqlite"
+    with sqlite3.connect(root / SQLITE_FILE) as src, sqlite3.connect(store_path) as dst:
+        src.backup(dst)
+    day = pl.read_parquet(source)
+    victim = day.get_column("user_id")[3]
+    late = pl.col("user_id") == victim
+    day.with_columns(
+        pl.when(late)
+        .then(pl.col("spend_30d") + 12.34)
+        .otherwise(pl.col("spend_30d"))
+        .alias("spend_30d")
+    ).write_parquet(target)
+    store = open_store(f"sqlite:///{store_path}", root)
+    try:
+        stats = sync_dates(store, gold, [LAST], VERSION)
+        assert (stats.users_written, stats.users_changed) == (1, 1)
+        assert stats.written_users == [victim]
+        report = check_parity(store, gold, sample_size=50, must_include=[victim])
+        assert report.passed and report.compared_values > 50 * 30
+        with TestClient(create_app(store, gold)) as http:
+            served = http.get(f"/features/{victim}").json()["features"]["spend_30d"]
+        assert served == day.filter(late).item(0, "spend_30d") + 12.34
+    finally:
+        store.close()
+
+
+def test_an_empty_store_has_nothing_to_mismatch(tmp_path):
+    store = open_store("sqlite", tmp_path)
+    stats = sync_dates(store, tmp_path / "gold", [date(2025, 1, 1)], None)
+    assert stats.missing_dates == ["2025-01-01"] and stats.users_written == 0
+    report = check_parity(store, tmp_path / "gold")
+    assert report.passed and report.sampled == []
+    store.close()
