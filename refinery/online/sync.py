@@ -16,7 +16,6 @@ from datetime import UTC, date, datetime
 from pathlib import Path
 
 import polars as pl
-import pyarrow.parquet as pq
 
 from refinery.online.records import encode_records, feature_schema, mart_path
 from refinery.online.store import OnlineStore, Record
@@ -99,10 +98,3 @@ def sync_dates(
     stats.written_users = sorted(pending)
     stats.watermark = watermark
     return stats
-
-
-def mart_schema(gold_dir: Path, day: date) -> pl.Schema | None:
-    path = mart_path(gold_dir, day)
-    if not path.exists():
-        return None
-    return pl.Schema(pl.from_arrow(pq.read_schema(path).empty_table()).schema)
