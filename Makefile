@@ -9,7 +9,7 @@ export UV_PYTHON ?= 3.11
 DOTENV ?= $(CURDIR)/.env
 DOTENV_MARK := \# Written by make setup
 
-.PHONY: setup instance dotenv demo test dev bench clean
+.PHONY: setup instance dotenv demo test dev serve bench clean
 
 setup: instance dotenv
 	@$(UV) --version >/dev/null 2>&1 || python3 -m pip install --quiet --disable-pip-version-check uv
@@ -43,6 +43,10 @@ dotenv:
 
 dev: setup
 	$(UV) run dagster dev -w workspace.yaml -h 127.0.0.1 -p 3000
+
+# the feature-serving API over the data root's online store (docs/SERVING.md)
+serve: setup
+	$(UV) run python -m refinery.online.server
 
 bench: setup
 	$(UV) run python -m bench.run

@@ -17,7 +17,9 @@ from refinery.assets.gold import dbt_resource, gold_assets
 from refinery.assets.gold.checks import gold_checks
 from refinery.assets.ml.drift_report import REPORT_KEY, feature_drift_report
 from refinery.assets.ml.training_dataset import training_dataset
+from refinery.assets.online import online_assets
 from refinery.assets.silver.assets import silver_assets
+from refinery.online.resource import OnlineStoreResource
 from refinery.resources import LakeResource, QualityPolicy
 from refinery.resources.registry import DvcRegistry
 from refinery.sensors import sensor_interval
@@ -54,7 +56,14 @@ automation_sensor = AutomationConditionSensorDefinition(
 )
 
 defs = Definitions(
-    assets=[*bronze_assets, *silver_assets, *gold_assets, training_dataset, feature_drift_report],
+    assets=[
+        *bronze_assets,
+        *silver_assets,
+        *gold_assets,
+        training_dataset,
+        feature_drift_report,
+        *online_assets,
+    ],
     asset_checks=gold_checks,
     jobs=[ingest_job, training_set_job, drift_report_job],
     sensors=[landing_sensor, drift_sensor, automation_sensor],
@@ -63,6 +72,7 @@ defs = Definitions(
         "policy": QualityPolicy(),
         "dbt": dbt_resource(),
         "dvc_registry": DvcRegistry(),
+        "online_store": OnlineStoreResource(),
     },
     # One process per run: a step per subprocess costs ~20 s of imports on 2 cores (DESIGN.md).
     executor=in_process_executor,

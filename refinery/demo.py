@@ -116,7 +116,7 @@ def gold_range(start: date, end: date) -> None:
     run(
         [
             "dagster", "asset", "materialize", "-m", "refinery.definitions",
-            "--select", "group:gold",
+            "--select", "group:gold or group:online",
             "--partition-range", f"{start.isoformat()}...{end.isoformat()}",
         ]
     )

@@ -13,6 +13,7 @@ EXPECTED_ASSETS = {
         "gold/user_daily_features", "gold/labels", "gold/training_examples",
     },
     "ml": {"ml/training_dataset", "ml/feature_drift_report"},
+    "online": {"online/user_features"},
 }
 
 
@@ -33,6 +34,9 @@ def test_asset_keys_groups_and_lineage():
     assert AssetKey(["gold", "training_examples"]) in graph.get(
         AssetKey(["ml", "training_dataset"])
     ).parent_keys
+    assert AssetKey(["gold", "user_daily_features"]) in graph.get(
+        AssetKey(["online", "user_features"])
+    ).parent_keys
     for key in ("bronze/events", "silver/events", "gold/user_daily_features"):
         assert graph.get(AssetKey(key.split("/"))).partitions_def is not None
 
@@ -46,6 +50,7 @@ def test_every_layer_has_blocking_checks():
             assert (f"silver/{table}", check) in names
     for model in ("user_daily_features", "labels", "training_examples"):
         assert (f"gold/{model}", "contract") in names
+    assert ("online/user_features", "serving_parity") in names
     dbt_tests = [n for a, n in names if a.startswith("gold/") and n != "contract"]
     assert len(dbt_tests) >= 40
 

@@ -14,6 +14,7 @@ from dagster import (
 )
 
 from refinery.assets.gold import gold_assets
+from refinery.assets.online import ONLINE_KEY
 from refinery.partitions import PARTITIONS_START, daily_partitions
 from refinery.resources import LakeResource
 from refinery.sensors import sensor_interval
@@ -25,9 +26,11 @@ GOLD_KEYS = sorted({key for assets_def in gold_assets for key in assets_def.keys
 ingest_job = define_asset_job(
     "ingest_job",
     selection=[AssetKey([layer, t]) for layer in ("bronze", "silver") for t in ("events", "users", "products")]
-    + GOLD_KEYS,
+    + GOLD_KEYS
+    + [ONLINE_KEY],
     partitions_def=daily_partitions,
-    description="bronze → silver → gold for one arrival date (what landing_sensor requests).",
+    description="bronze → silver → gold → online store for one arrival date (what landing_sensor "
+    "requests).",
 )
 
 
@@ -35,7 +38,7 @@ def assets_for(sources: tuple[str, ...]) -> list[AssetKey]:
     """The arrival's own bronze/silver tables, then gold (which reads whatever silver holds)."""
     keys = [AssetKey([layer, s]) for s in sources for layer in ("bronze", "silver")]
     if "events" in sources:
-        keys += GOLD_KEYS
+        keys += [*GOLD_KEYS, ONLINE_KEY]
     return keys
 
 
