@@ -2,7 +2,7 @@
 every earlier partition's event_ids, side by side, at 30, 90 and 365 days of history.
 
 For each history length the script writes that many silver events partitions the way silver does
-(`event_ids.index` beside each; the Parquet event_id column only where the probe needs it), then
+(the parts, and `event_ids.index` beside each), then
 checks one new day of `--events` ids of which `--redelivered` are re-deliveries spread over the
 history. Both methods must find exactly the re-delivered ids (checked first); then each is timed
 (median of --repeat) with its peak memory (ru_maxrss of a fresh child process per measurement).
@@ -20,7 +20,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from datetime import date, timedelta
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
 import numpy as np
@@ -29,31 +29,38 @@ import polars as pl
 START = date(2025, 1, 1)
 
 
-def ids_of(day: int, n: int) -> pl.Series:
-    return pl.Series("event_id", [f"ev-{day:04d}-{i:08d}" for i in range(n)])
+def silver_day(day: int, n: int) -> pl.DataFrame:
+    """A silver events partition's columns the index and the scan read (ids `ev-<day>-<row>`)."""
+    arrival = START + timedelta(days=day)
+    return pl.DataFrame({"i": pl.int_range(n, eager=True)}).select(
+        event_id=pl.format("ev-{}-{}", pl.lit(f"{day:04d}"), pl.col("i").cast(pl.String).str.zfill(8)),
+        user_id=pl.format("u{}", pl.col("i") % 100_000),
+        event_type=pl.lit("view"),
+        event_time=pl.lit(datetime(arrival.year, arrival.month, arrival.day, 12, tzinfo=UTC)),
+        product_id=pl.format("p{}", pl.col("i") % 5_000),
+        amount=pl.lit(None, dtype=pl.Float64),
+        quantity=pl.lit(1, dtype=pl.Int32),
+        device=pl.lit("web"),
+        session_id=pl.lit(None, dtype=pl.String),
+        arrival_date=pl.lit(arrival),
+        _source_file=pl.lit(f"landing/events/{arrival}/a.jsonl"),
+        _line=pl.col("i") + 1,
+    )
 
 
-def build(root: Path, days: int, n: int, full_parts: set[int]) -> None:
-    """`days` silver partitions: every one with its index; the event_id column as Parquet for
-    the days in `full_parts` (the naive method reads those of every day: see --naive-days)."""
+def build(root: Path, days: int, n: int) -> None:
+    """`days` silver partitions as silver writes them: the parts and the index beside them."""
     from refinery.assets.silver.event_index import INDEX_FILE, write_index
     from refinery.resources.lake import LakePaths, write_parquet_atomic
 
     paths = LakePaths(root)
     for d in range(days):
-        day = (START + timedelta(days=d)).isoformat()
-        target = paths.partition_dir("silver", "events", day)
+        target = paths.partition_dir("silver", "events", (START + timedelta(days=d)).isoformat())
         if (target / INDEX_FILE).exists():
             continue
-        ids = ids_of(d, n)
-        write_index(ids, target / INDEX_FILE)
-        frame = pl.DataFrame({
-            "event_id": ids,
-            "arrival_date": pl.Series([START + timedelta(days=d)] * n, dtype=pl.Date),
-            "_source_file": pl.Series([f"f{d}"] * n),
-            "_line": pl.int_range(1, n + 1, eager=True),
-        }) if d in full_parts else pl.DataFrame({"event_id": ids.head(0)})
+        frame = silver_day(d, n)
         write_parquet_atomic(frame, target / "part-0.parquet")
+        write_index(frame, target / INDEX_FILE)
 
 
 def new_day(days: int, n: int, redelivered: int, seed: int = 7) -> tuple[pl.Series, set[str]]:
@@ -119,8 +126,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"work dir {work}; {args.events} events/day, {args.redelivered} re-deliveries")
     for days in lengths:
         naive = days <= args.naive_days
-        full = set(range(days)) if naive else _days_of(days, args)
-        build(work / f"h{days}", days, args.events, full)
+        build(work / f"h{days}", days, args.events)
         index = measure("index", work / f"h{days}", days, args.events, args.redelivered, args.repeat)
         line = f"{days:4d} days: index {index['seconds']:6.2f} s, {index['peak_mb']:6.0f} MB peak"
         if naive:
@@ -129,12 +135,6 @@ def main(argv: list[str] | None = None) -> int:
                      f" | {scan['seconds'] / index['seconds']:.1f}x")
         print(line, flush=True)
     return 0
-
-
-def _days_of(days: int, args) -> set[int]:
-    """The days new_day draws its re-deliveries from (same seed, same first draw)."""
-    rng = np.random.default_rng(7)
-    return set(int(d) for d in rng.integers(0, days, args.redelivered))
 
 
 if __name__ == "__main__":

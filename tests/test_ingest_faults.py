@@ -53,7 +53,8 @@ def run(root: Path, day: str, kill_at: str | None = None) -> int:
     if kill_at:
         env[KILL_ENV] = kill_at
     return subprocess.run(
-        [sys.executable, "-c", RUN, str(root), day], env=env, capture_output=True, timeout=300
+        [sys.executable, "-c", RUN, str(root), day],
+        env=env, capture_output=True, timeout=300, check=False,
     ).returncode
 
 
@@ -132,7 +133,7 @@ def test_sweep_deletes_the_staging_of_dead_runs_only(tmp_path):
 
     paths = LakePaths(tmp_path)
     gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
-                          capture_output=True, text=True).stdout.strip()
+                          capture_output=True, text=True, check=True).stdout.strip()
     mine = paths.staging_dir("silver", "events", DAY)
     alive = paths.staging / f"bronze.events.{DAY}.{__import__('os').getppid()}.x"
     dead = paths.staging / f"bronze.events.{DAY}.{gone}.y"

@@ -76,7 +76,7 @@ def test_sensor_requests_each_date_once_and_again_when_files_change(tmp_path, in
     assert requests == [] and "no new arrival dates" in skip
 
     land(tmp_path, "events", "2026-03-02", "late-redelivery.jsonl")
-    requests, cursor3, _ = tick(instance, lake, cursor2)
+    requests, _, _ = tick(instance, lake, cursor2)
     assert [r.partition_key for r in requests] == ["2026-03-02"]
     assert requests[0].run_key != f"landing-2026-03-02-{json.loads(cursor)['2026-03-02']}"
 

@@ -32,7 +32,7 @@ EXPECTED_REASON = {
 }
 
 BRONZE_SILVER = [AssetKey([layer, t]) for layer in ("bronze", "silver") for t in ("events", "users", "products")]
-from refinery.sensors.landing_sensor import GOLD_KEYS as GOLD  # noqa: E402
+from refinery.sensors.landing_sensor import GOLD_KEYS as GOLD
 
 
 def day(i: int) -> str:
@@ -218,6 +218,7 @@ def test_dagster_cli_materializes_a_selection(lake, tmp_path):
         text=True,
         env=env,
         timeout=300,
+        check=False,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "RUN_SUCCESS" in proc.stderr + proc.stdout
