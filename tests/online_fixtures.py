@@ -20,6 +20,7 @@ import polars as pl
 from dagster import materialize
 
 from refinery.assets.gold import dbt_resource, gold_assets
+from refinery.resources import LakeResource
 from refinery.resources.lake import LakePaths, write_parquet_atomic
 from tests.gold_fixtures import (
     EVENT_SCHEMA,
@@ -134,10 +135,12 @@ def range_tags(first: date, last: date) -> dict[str, str]:
 
 
 def build_gold(root: Path, first: date, last: date, monkeypatch) -> None:
-    """Real dbt over the knowledge dates (gold reads the data root from the environment)."""
-    monkeypatch.setenv("REFINERY_DATA_DIR", str(root))
+    """Real dbt over the knowledge dates (gold reads the data root from the lake resource)."""
+    monkeypatch.setenv("REFINERY_DATA_DIR", str(root))  # the server module's default data root
     result = materialize(
-        gold_assets, resources={"dbt": dbt_resource()}, tags=range_tags(first, last)
+        gold_assets,
+        resources={"dbt": dbt_resource(), "lake": LakeResource(data_dir=str(root))},
+        tags=range_tags(first, last),
     )
     assert result.success
 
