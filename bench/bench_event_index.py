@@ -83,7 +83,7 @@ def child(method: str, root: str, days: int, n: int, redelivered: int) -> None:
     if method == "index":
         found = set(prior_rows(paths, arrival, ids)["event_id"])
     else:  # read every earlier partition's event_ids, probe the day's ids against them
-        parts = [p for d in paths.existing_partitions("silver", "events")
+        parts = [p for d in paths.existing_partitions("silver", "events") if d < arrival.isoformat()
                  for p in paths.partition_parts("silver", "events", d)]
         found = set(
             pl.scan_parquet(parts).select("event_id")
@@ -124,13 +124,13 @@ def main(argv: list[str] | None = None) -> int:
     work = args.work or Path(tempfile.mkdtemp(prefix="event-index-"))
     lengths = [int(d) for d in args.days.split(",")]
     print(f"work dir {work}; {args.events} events/day, {args.redelivered} re-deliveries")
-    for days in lengths:
+    for days in sorted(lengths):  # one lake, grown to each history length in turn
         naive = days <= args.naive_days
-        build(work / f"h{days}", days, args.events)
-        index = measure("index", work / f"h{days}", days, args.events, args.redelivered, args.repeat)
+        build(work, days, args.events)
+        index = measure("index", work, days, args.events, args.redelivered, args.repeat)
         line = f"{days:4d} days: index {index['seconds']:6.2f} s, {index['peak_mb']:6.0f} MB peak"
         if naive:
-            scan = measure("scan", work / f"h{days}", days, args.events, args.redelivered, args.repeat)
+            scan = measure("scan", work, days, args.events, args.redelivered, args.repeat)
             line += (f" | read all ids {scan['seconds']:6.2f} s, {scan['peak_mb']:6.0f} MB peak"
                      f" | {scan['seconds'] / index['seconds']:.1f}x")
         print(line, flush=True)

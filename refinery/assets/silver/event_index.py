@@ -4,7 +4,7 @@ Silver deduplicates a day's events against every earlier partition, not a look-b
 re-delivery a year later must not double-count. Each silver events partition carries an index
 beside its parts, `date=<A>/event_ids.index`: a Parquet file, sorted by `h` (the low 64 bits of
 MD5 of the event_id: stable across library versions), with the event_id, a fingerprint of the
-row's content and where the row came from, in row groups of 8,192 rows. It is written into the
+row's content and where the row came from, in row groups of 4,096 rows. It is written into the
 partition's staging folder and swapped in with the parts, so it always describes exactly the parts
 beside it. (Its name does not end in `.parquet`, so no reader of the data globs it.)
 
@@ -32,7 +32,7 @@ import pyarrow.parquet as pq
 from refinery.resources.lake import LakePaths
 
 INDEX_FILE = "event_ids.index"
-ROW_GROUP = 8192
+ROW_GROUP = 4096
 PREFIX_BITS = 24
 # What makes a repeated event_id the same event (compared by fingerprint).
 CONTENT = (
