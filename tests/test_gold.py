@@ -499,17 +499,41 @@ def test_export_is_atomic_reproducible_and_drops_days_without_rows(tmp_path):
         export_marts(tmp_path / "missing.duckdb", gold, ["labels"], days)
 
 
-def test_same_silver_gives_the_same_gold_bytes_at_any_thread_count_and_build_size(
+def publish_training_set(root: Path, instance):
+    """The real ml/training_dataset asset over the lake's gold (a window that 32 days allow)."""
+    from dagster import RunConfig
+
+    from refinery.assets.ml.training_dataset import TrainingDatasetConfig, training_dataset
+    from refinery.resources.registry import DvcRegistry
+
+    config = TrainingDatasetConfig(window_days=21, feature_warmup_days=0)
+    result = materialize(
+        [training_dataset],
+        instance=instance,
+        resources={"lake": LakeResource(data_dir=str(root)), "dvc_registry": DvcRegistry()},
+        run_config=RunConfig(ops={"ml__training_dataset": config}),
+    )
+    assert result.success
+    [event] = result.get_asset_materialization_events()
+    return event.materialization.metadata
+
+
+def test_same_silver_gives_the_same_gold_bytes_and_no_new_training_set_version(
     tmp_path, monkeypatch
 ):
     """Money is summed exactly (DECIMAL): float sums changed in the last digits with the order
     DuckDB's threads added them in, and a spurious training-set version followed. One lake: gold
-    on 1 thread in one build, then the same range rerun over unchanged silver on 4 threads in 2."""
-    first, days = date(2025, 3, 1), 16
+    on 1 thread in one build and a training set published from it; then the same range rerun over
+    unchanged silver on 4 threads in 4 builds: the same gold bytes, and the training set rebuilt
+    from them publishes no new version."""
+    from dagster import DagsterInstance
+
+    first, days = date(2025, 3, 1), 32
     last = first + (days - 1) * DAY
     root = tmp_path / "lake"
-    write_random_silver(root, first, days, users=30, events_per_day=2000, seed=11)
-    published = []
+    write_random_silver(root, first, days, users=30, events_per_day=1500, seed=11)
+    instance = DagsterInstance.ephemeral()
+    published, versions = [], []
     for threads, per_build in (("1", None), ("4", "8")):
         monkeypatch.setenv("REFINERY_DUCKDB_THREADS", threads)
         if per_build is None:
@@ -518,11 +542,16 @@ def test_same_silver_gives_the_same_gold_bytes_at_any_thread_count_and_build_siz
             monkeypatch.setenv("REFINERY_GOLD_DATES_PER_BUILD", per_build)
         assert run_gold(root, first, last).success
         published.append(mart_files(root))
+        versions.append(publish_training_set(root, instance))
     assert len(published[0]) == days + 2 * (days - label_delay_days())
     changed = sorted(name for name, data in published[0].items() if published[1][name] != data)
     assert changed == []
     spend = pl.read_parquet(
         mart_file(LakePaths(root).lake / "gold", "user_daily_features", last)
     )["spend_30d"]
-    # cent amounts summed exactly: every total is a whole number of cents
-    assert spend.sum() > 0 and ((spend * 100).round() == spend * 100).all()
+    # cent amounts summed exactly: every total is a whole number of cents (to the double nearest it)
+    assert spend.sum() > 0 and (((spend * 100).round() - spend * 100).abs() < 1e-6).all()
+    assert versions[0]["new_version"].value is True
+    assert versions[1]["new_version"].value is False
+    assert versions[1]["version_tag"].value == versions[0]["version_tag"].value
+    assert versions[1]["content_md5"].value == versions[0]["content_md5"].value

@@ -42,6 +42,7 @@ sys.exit(0 if result.success else 1)
 KILL_POINTS = [
     "bronze.after_part",
     "bronze.before_swap",
+    "silver.start",
     "silver.after_parts",
     "silver.before_swap",
     "silver.between_swaps",

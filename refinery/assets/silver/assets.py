@@ -263,6 +263,7 @@ def build_silver_asset(table: str):
                 f"({paths.partition_dir('bronze', table, context.partition_key)}). "
                 f"Materialize bronze/{table} for this date first."
             )
+        kill_point("silver.start")  # the bronze → silver boundary: bronze committed, silver not begun
         paths.sweep_staging()
         target = paths.partition_dir("silver", table, context.partition_key)
         staging = paths.staging_dir("silver", table, context.partition_key)
