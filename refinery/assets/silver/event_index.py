@@ -20,7 +20,9 @@ probed.
 
 from __future__ import annotations
 
+import os
 import threading
+from concurrent.futures import ThreadPoolExecutor
 from datetime import date
 from pathlib import Path
 
@@ -133,10 +135,13 @@ def prior_rows(paths: LakePaths, arrival: date, ids: pl.Series) -> pl.DataFrame:
         wanted = np.sort(fingerprints(wanted_ids).to_numpy())
         bitmap = np.zeros(1 << PREFIX_BITS, dtype=bool)
         bitmap[wanted >> np.uint64(64 - PREFIX_BITS)] = True
-        for path in earlier_indexes(paths, arrival):
-            groups = _matching_row_groups(path, wanted, bitmap)
-            if groups:
-                rows = pl.from_arrow(pq.ParquetFile(path).read_row_groups(groups))
+        indexes = earlier_indexes(paths, arrival)
+        # numpy and pyarrow release the GIL: probe the days' files on every core
+        with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
+            groups = list(pool.map(lambda p: _matching_row_groups(p, wanted, bitmap), indexes))
+        for path, matched in zip(indexes, groups):
+            if matched:
+                rows = pl.from_arrow(pq.ParquetFile(path).read_row_groups(matched))
                 found.append(rows.filter(pl.col("event_id").is_in(wanted_ids.implode())))
     frame = pl.concat(found) if found else pl.DataFrame(schema=INDEX_SCHEMA)
     return frame.cast(INDEX_SCHEMA).sort(["arrival_date", "_source_file", "_line"])
