@@ -1,11 +1,13 @@
-"""Deduplication against all of history at 1M events a day: the event-id index against reading
-every earlier partition's event_ids, side by side, at 30, 90 and 365 days of history.
+"""Deduplication against all of history at 1M events a day: silver's scan of the earlier
+partitions (`refinery.assets.silver.event_index.prior_rows`) against a per-partition index of
+64-bit fingerprints probed through a prefix bitmap (the design it replaced, loaded from git
+revision `a1c1824` at run time), side by side at 30, 90 and 365 days of history.
 
-For each history length the script writes that many silver events partitions the way silver does
-(the parts, and `event_ids.index` beside each), then
-checks one new day of `--events` ids of which `--redelivered` are re-deliveries spread over the
-history. Both methods must find exactly the re-delivered ids (checked first); then each is timed
-(median of --repeat) with its peak memory (ru_maxrss of a fresh child process per measurement).
+One lake is grown day by day to each history length: every day a silver events partition of
+`--events` rows (and, for the fingerprint variant, its `event_ids.index`). Then one new day of
+`--events` ids, `--redelivered` of them re-deliveries spread over the history, is checked by both;
+each must return exactly the re-delivered ids (checked on every run), then each is timed (median of
+--repeat, each run in a fresh child process whose ru_maxrss is its peak memory).
 
     uv run python -m bench.bench_event_index --events 1000000 --days 30,90,365
 """
@@ -13,6 +15,7 @@ history. Both methods must find exactly the re-delivered ids (checked first); th
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import resource
 import statistics
@@ -27,10 +30,26 @@ import numpy as np
 import polars as pl
 
 START = date(2025, 1, 1)
+INDEX_REV = "a1c1824"
+REPO = Path(__file__).resolve().parents[1]
+
+
+def fingerprint_index_module():
+    source = subprocess.check_output(
+        ["git", "-C", str(REPO), "show", f"{INDEX_REV}:refinery/assets/silver/event_index.py"],
+        text=True,
+    )
+    path = Path(tempfile.mkdtemp()) / "fingerprint_index.py"
+    path.write_text(source)
+    spec = importlib.util.spec_from_file_location("fingerprint_index", path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["fingerprint_index"] = module
+    spec.loader.exec_module(module)
+    return module
 
 
 def silver_day(day: int, n: int) -> pl.DataFrame:
-    """A silver events partition's columns the index and the scan read (ids `ev-<day>-<row>`)."""
+    """A silver events partition (ids `ev-<day>-<row>`)."""
     arrival = START + timedelta(days=day)
     return pl.DataFrame({"i": pl.int_range(n, eager=True)}).select(
         event_id=pl.format("ev-{}-{}", pl.lit(f"{day:04d}"), pl.col("i").cast(pl.String).str.zfill(8)),
@@ -45,22 +64,22 @@ def silver_day(day: int, n: int) -> pl.DataFrame:
         arrival_date=pl.lit(arrival),
         _source_file=pl.lit(f"landing/events/{arrival}/a.jsonl"),
         _line=pl.col("i") + 1,
+        _ingested_at=pl.lit(datetime(arrival.year, arrival.month, arrival.day, 23, tzinfo=UTC)),
     )
 
 
 def build(root: Path, days: int, n: int) -> None:
-    """`days` silver partitions as silver writes them: the parts and the index beside them."""
-    from refinery.assets.silver.event_index import INDEX_FILE, write_index
     from refinery.resources.lake import LakePaths, write_parquet_atomic
 
+    fingerprint = fingerprint_index_module()
     paths = LakePaths(root)
     for d in range(days):
         target = paths.partition_dir("silver", "events", (START + timedelta(days=d)).isoformat())
-        if (target / INDEX_FILE).exists():
+        if (target / fingerprint.INDEX_FILE).exists():
             continue
         frame = silver_day(d, n)
         write_parquet_atomic(frame, target / "part-0.parquet")
-        write_index(frame, target / INDEX_FILE)
+        fingerprint.write_index(frame, target / fingerprint.INDEX_FILE)
 
 
 def new_day(days: int, n: int, redelivered: int, seed: int = 7) -> tuple[pl.Series, set[str]]:
@@ -73,22 +92,15 @@ def new_day(days: int, n: int, redelivered: int, seed: int = 7) -> tuple[pl.Seri
 
 
 def child(method: str, root: str, days: int, n: int, redelivered: int) -> None:
-    from refinery.assets.silver.event_index import prior_rows
+    from refinery.assets.silver import event_index
     from refinery.resources.lake import LakePaths
 
+    module = event_index if method == "scan" else fingerprint_index_module()
     paths = LakePaths(Path(root))
     ids, expected = new_day(days, n, redelivered)
     arrival = START + timedelta(days=days)
     started = time.perf_counter()
-    if method == "index":
-        found = set(prior_rows(paths, arrival, ids)["event_id"])
-    else:  # read every earlier partition's event_ids, probe the day's ids against them
-        parts = [p for d in paths.existing_partitions("silver", "events") if d < arrival.isoformat()
-                 for p in paths.partition_parts("silver", "events", d)]
-        found = set(
-            pl.scan_parquet(parts).select("event_id")
-            .filter(pl.col("event_id").is_in(ids.implode())).collect()["event_id"]
-        )
+    found = set(module.prior_rows(paths, arrival, ids)["event_id"])
     seconds = time.perf_counter() - started
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(json.dumps({"seconds": seconds, "peak_mb": peak, "correct": found == expected}))
@@ -117,23 +129,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--days", default="30,90,365")
     parser.add_argument("--redelivered", type=int, default=1000)
     parser.add_argument("--repeat", type=int, default=3)
-    parser.add_argument("--naive-days", type=int, default=90,
-                        help="longest history the naive method is run on (it reads every id)")
     parser.add_argument("--work", type=Path, default=None)
     args = parser.parse_args(argv)
     work = args.work or Path(tempfile.mkdtemp(prefix="event-index-"))
-    lengths = [int(d) for d in args.days.split(",")]
-    print(f"work dir {work}; {args.events} events/day, {args.redelivered} re-deliveries")
-    for days in sorted(lengths):  # one lake, grown to each history length in turn
-        naive = days <= args.naive_days
+    print(f"work dir {work}; {args.events} events/day, {args.redelivered} re-deliveries", flush=True)
+    for days in sorted(int(d) for d in args.days.split(",")):
         build(work, days, args.events)
+        scan = measure("scan", work, days, args.events, args.redelivered, args.repeat)
         index = measure("index", work, days, args.events, args.redelivered, args.repeat)
-        line = f"{days:4d} days: index {index['seconds']:6.2f} s, {index['peak_mb']:6.0f} MB peak"
-        if naive:
-            scan = measure("scan", work, days, args.events, args.redelivered, args.repeat)
-            line += (f" | read all ids {scan['seconds']:6.2f} s, {scan['peak_mb']:6.0f} MB peak"
-                     f" | {scan['seconds'] / index['seconds']:.1f}x")
-        print(line, flush=True)
+        print(
+            f"{days:4d} days: scan (silver) {scan['seconds']:6.2f} s, {scan['peak_mb']:5.0f} MB | "
+            f"fingerprint index {index['seconds']:6.2f} s, {index['peak_mb']:5.0f} MB | "
+            f"index / scan {index['seconds'] / scan['seconds']:.1f}x",
+            flush=True,
+        )
     return 0
 
 

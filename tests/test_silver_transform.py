@@ -13,7 +13,7 @@ from refinery.assets.bronze.ingest import (
     stamp,
 )
 from refinery.assets.silver.assets import write_silver_events
-from refinery.assets.silver.event_index import INDEX_FILE, prior_rows, write_index
+from refinery.assets.silver.event_index import prior_rows
 from refinery.assets.silver.transform import clean_events, clean_snapshot
 from refinery.contracts.silver import EVENTS, PRODUCTS, USERS
 from refinery.resources.lake import LakePaths, write_parquet_atomic
@@ -58,7 +58,7 @@ def test_valid_rows_are_typed_normalised_and_follow_the_contract(tmp_path):
 
 
 def write_prior_day(lake: LakePaths, ids: list[str], day: date, **overrides) -> None:
-    """Silver events of an earlier day (part + event-id index), as the asset writes them."""
+    """Silver events of an earlier day, as the asset writes them."""
     overrides = {"event_time": f"{day.isoformat()}T10:00:00Z", **overrides}
     lines = [line(event(event_id=i, **overrides)) for i in dict.fromkeys(ids)]
     path = write_lines(lake.root / f"prior-{day}.jsonl", lines)
@@ -67,7 +67,6 @@ def write_prior_day(lake: LakePaths, ids: list[str], day: date, **overrides) -> 
     assert silver.height == len(set(ids))
     target = lake.partition_dir("silver", "events", day.isoformat())
     write_parquet_atomic(silver, target / "part-0.parquet")
-    write_index(silver, target / INDEX_FILE)
 
 
 def test_events_seen_on_any_earlier_day_are_dropped_as_duplicates(tmp_path):
@@ -89,20 +88,6 @@ def test_events_seen_on_any_earlier_day_are_dropped_as_duplicates(tmp_path):
         ("e0", "duplicate_event_id", ARRIVAL),
     ]
     assert result.balanced
-
-
-def test_an_index_collision_never_drops_an_event(tmp_path, monkeypatch):
-    """Every id fingerprints alike: the index then flags everything, the confirmation nothing."""
-    from refinery.assets.silver import event_index
-
-    lake = LakePaths(tmp_path)
-    write_prior_day(lake, ["old"], date(2026, 2, 1))
-    real = event_index.fingerprints
-    monkeypatch.setattr(event_index, "fingerprints", lambda ids: real(ids.str.slice(0, 0)))
-    day = lake.partition_dir("silver", "events", "2026-02-01")
-    write_index(pl.read_parquet(day / "part-0.parquet"), day / INDEX_FILE)
-    assert prior_rows(lake, ARRIVAL, pl.Series(["new1", "new2"])).height == 0
-    assert prior_rows(lake, ARRIVAL, pl.Series(["new1", "old"]))["event_id"].to_list() == ["old"]
 
 
 def test_snapshot_rules_and_duplicate_keys(tmp_path):

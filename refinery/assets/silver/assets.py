@@ -25,18 +25,13 @@ from dagster import (
 )
 
 from refinery.assets.metadata import contract_check, quality_metadata
-from refinery.assets.silver.event_index import (
-    INDEX_FILE,
-    index_rows,
-    prior_rows,
-    write_index_rows,
-)
+from refinery.assets.silver.event_index import prior_rows
 from refinery.assets.silver.transform import (
     SilverResult,
     by_reason,
     clean_snapshot,
     conflicts,
-    event_duplicate_fates,
+    duplicate_fates,
     keep_first_arrivals,
     split_events,
 )
@@ -49,7 +44,7 @@ from refinery.resources.lake import LakePaths, replace_dir_atomic, write_parquet
 
 _DESCRIPTIONS = {
     "events": "Valid events of one arrival date: typed, UTC, lower-cased, deduplicated by event_id "
-    "within the day and against every earlier day (the event-id index beside each partition).",
+    "within the day and against every earlier day.",
     "users": "The CRM snapshot of one arrival date, typed and validated; one row per user.",
     "products": "The catalogue snapshot of one arrival date, typed and validated; one row per product.",
 }
@@ -58,13 +53,12 @@ _DESCRIPTIONS = {
 def write_silver_events(
     bronze_parts: list[Path], paths: LakePaths, arrival: date, staging: Path, contract: Contract
 ) -> SilverResult:
-    """Silver events of one day written as `staging/part-<i>.parquet`, one per bronze part, with
-    the day's event-id index beside them.
+    """Silver events of one day written as `staging/part-<i>.parquet`, one per bronze part.
 
     Typing and validation go part by part, so memory follows the part size (128 MB of landing
     text), not the day. Deduplication needs the whole day: it runs once over the event_id column
-    of the written parts (in arrival order) and the ids earlier partitions already hold (found
-    through their indexes), then rewrites the parts that held a duplicate. Returns the day's
+    of the written parts (in arrival order) and the ids earlier partitions already hold (one
+    scan of their event_id column), then rewrites the parts that held a duplicate. Returns the day's
     quarantine and duplicates (each with its reason); `silver` is left empty.
     """
     parts, quarantined, bronze_rows = [], [], 0
@@ -93,18 +87,17 @@ def write_silver_events(
             duplicates.append(frame.filter(~part_keep))
             write_parquet_atomic(frame.filter(part_keep), part)
             del frame
-    # The index of the kept rows, built part by part (a 10M-event day never sits whole), and the
-    # originals of the day's own duplicates, wherever in the day they are.
-    index = pl.concat([index_rows(pl.read_parquet(part)) for part in written]).sort("h", "event_id")
-    write_index_rows(index, staging / INDEX_FILE)
-    originals = pl.concat([prior, index.filter(pl.col("event_id").is_in(dropped_ids.implode()))])
-    del index
+    # the originals of the day's own duplicates, wherever in the day they are
+    originals = pl.concat([
+        prior.select(silver_empty.columns),
+        pl.scan_parquet(written).filter(pl.col("event_id").is_in(dropped_ids.implode())).collect(),
+    ])
     quarantine = pl.concat(quarantined)
     dropped = pl.concat(duplicates) if duplicates else silver_empty
     return SilverResult(
         silver=silver_empty,
         quarantine=quarantine,
-        duplicates=event_duplicate_fates(dropped, originals),
+        duplicates=duplicate_fates(dropped, originals),
         bronze_rows=bronze_rows,
         quarantine_by_reason=by_reason(quarantine),
     )

@@ -264,15 +264,6 @@ def conflicts(duplicates: pl.DataFrame) -> int:
     return int((duplicates["duplicate_reason"] == "conflicting_duplicate").sum())
 
 
-def event_duplicate_fates(duplicates: pl.DataFrame, originals: pl.DataFrame) -> pl.DataFrame:
-    """`duplicate_fates` for events, compared by content fingerprint: `originals` are rows of the
-    event-id index (`event_index.index_rows`), from earlier days or the day's kept rows."""
-    from refinery.assets.silver.event_index import content_fingerprints
-
-    with_content = duplicates.with_columns(content=content_fingerprints(duplicates))
-    return duplicate_fates(with_content, originals, ("content",)).drop("content")
-
-
 def clean_events(
     bronze: pl.DataFrame | pl.LazyFrame,
     prior: pl.DataFrame | None = None,
@@ -280,21 +271,19 @@ def clean_events(
 ) -> SilverResult:
     """Silver events of one arrival date, in one frame.
 
-    `prior`: rows of the event-id index of earlier partitions whose event_id the day holds again
+    `prior`: silver rows of earlier partitions whose event_id the day holds again
     (`refinery.assets.silver.event_index.prior_rows`); a re-delivered event among them is dropped
     as a duplicate (the earliest arrival wins, so features that saw it first stay
     reproducible). The silver asset runs the same steps part by part (`split_events` per bronze
-    part, then `keep_first_arrivals` and `event_duplicate_fates` over the whole day).
+    part, then `keep_first_arrivals` and `duplicate_fates` over the whole day).
     """
-    from refinery.assets.silver.event_index import INDEX_SCHEMA, index_rows
-
     result = split_events(bronze, contract)
     silver = result.silver
-    prior = prior if prior is not None else pl.DataFrame(schema=INDEX_SCHEMA)
+    prior = prior if prior is not None else silver.clear()
     keep = keep_first_arrivals(silver.get_column("event_id"), prior.get_column("event_id"))
     result.silver = silver.filter(keep)
-    originals = pl.concat([prior, index_rows(result.silver)])
-    result.duplicates = event_duplicate_fates(silver.filter(~keep), originals)
+    originals = pl.concat([prior.select(silver.columns), result.silver])
+    result.duplicates = duplicate_fates(silver.filter(~keep), originals)
     return result
 
 
