@@ -104,11 +104,10 @@ def test_killed_run_is_failed_its_slot_freed_and_the_queue_moves_on(tmp_path, mo
         except subprocess.TimeoutExpired:
             os.killpg(daemon.pid, signal.SIGKILL)
 
-    # the dead run was failed by the health check, after the second run had been queued
+    # the dead run was failed by the health check (before or after the second run was queued:
+    # launching it takes the CLI several seconds, the monitoring poll may come first)
     messages = [e.message for e in instance.all_logs(dead.run_id)]
     assert any("run worker process" in m and "is gone" in m for m in messages), messages[-5:]
-    queued_at = instance.get_run_record_by_id(queued.run_id).create_timestamp.timestamp()
-    assert queued_at < instance.get_run_record_by_id(dead.run_id).end_time
     report = instance.fetch_materializations(REPORT_KEY, limit=1).records[0]
     assert report.run_id == queued.run_id
 

@@ -212,3 +212,16 @@ def _empty_bronze() -> pl.DataFrame:
     from refinery.contracts.bronze import BRONZE_EVENTS
 
     return pl.DataFrame(schema={c.name: c.dtype for c in BRONZE_EVENTS.columns})
+
+
+def test_history_written_with_other_columns_still_deduplicates(tmp_path):
+    """A partition from before a column existed, or with one since dropped, is still scanned."""
+    lake = LakePaths(tmp_path)
+    write_prior_day(lake, ["old1"], date(2026, 1, 5))
+    part = lake.partition_dir("silver", "events", "2026-01-05") / "part-0.parquet"
+    frame = pl.read_parquet(part)
+    write_parquet_atomic(frame.drop("session_id").with_columns(retired=pl.lit(1)), part)
+    write_prior_day(lake, ["old2"], date(2026, 1, 6))
+    found = prior_rows(lake, ARRIVAL, pl.Series(["old1", "old2", "new"]))
+    assert found["event_id"].to_list() == ["old1", "old2"]
+    assert found["session_id"].to_list() == [None, "s1"]

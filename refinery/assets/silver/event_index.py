@@ -38,10 +38,13 @@ def prior_rows(paths: LakePaths, arrival: date, ids: pl.Series) -> pl.DataFrame:
     """Silver rows of partitions before `arrival` whose event_id is among `ids`, earliest first."""
     parts = earlier_parts(paths, arrival)
     wanted = ids.drop_nulls().unique()
+    schema = {c.name: c.dtype for c in EVENTS.columns}
     if not parts or wanted.len() == 0:
-        return pl.DataFrame(schema={c.name: c.dtype for c in EVENTS.columns})
+        return pl.DataFrame(schema=schema)
+    # Read as the contract's columns: a partition written before a column was added (or after
+    # one was dropped) still scans with the rest.
     return (
-        pl.scan_parquet(parts)
+        pl.scan_parquet(parts, schema=schema, missing_columns="insert", extra_columns="ignore")
         .filter(pl.col("event_id").is_in(wanted.implode()))
         .collect()
         .sort(["arrival_date", "_source_file", "_line"], maintain_order=True)
