@@ -11,7 +11,6 @@ import os
 import shutil
 import signal
 import subprocess
-import time
 from datetime import date, timedelta
 from pathlib import Path
 
@@ -35,6 +34,7 @@ from refinery.assets.ml.training_dataset import training_dataset
 from refinery.resources import LakeResource
 from refinery.resources.lake import LakePaths, write_parquet_atomic
 from refinery.resources.registry import DvcRegistry
+from tests.daemon_helpers import wait_for
 
 REPO = Path(__file__).resolve().parents[1]
 START = date(2025, 1, 1)
@@ -125,18 +125,6 @@ def sensor_ticks(instance: DagsterInstance, name: str) -> list:
         if state.name == name:
             return instance.get_ticks(state.instigator_origin_id, state.selector_id, limit=1000)
     return []
-
-
-def wait_for(what: str, condition, timeout: float, daemon: subprocess.Popen, log: Path):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        value = condition()
-        if value:
-            return value
-        if daemon.poll() is not None:
-            pytest.fail(f"dagster-daemon exited while waiting for {what}:\n{log.read_text()[-3000:]}")
-        time.sleep(1)
-    pytest.fail(f"gave up waiting for {what} after {timeout:.0f} s:\n{log.read_text()[-3000:]}")
 
 
 @pytest.fixture

@@ -16,12 +16,12 @@ import sys
 import time
 from pathlib import Path
 
-import pytest
 import yaml
 from dagster import DagsterInstance, DagsterRunStatus, RunsFilter
 
 from refinery.assets.ml.drift_report import REPORT_KEY
 from refinery.faults import KILL_ENV
+from tests.daemon_helpers import wait_for
 
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
@@ -35,18 +35,6 @@ def seeded_home(path: Path) -> Path:
     path.mkdir()
     (path / "dagster.yaml").write_text(yaml.safe_dump(config))
     return path
-
-
-def wait_for(what, condition, timeout, daemon, log):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        value = condition()
-        if value:
-            return value
-        if daemon.poll() is not None:
-            pytest.fail(f"dagster-daemon exited while waiting for {what}:\n{log.read_text()[-3000:]}")
-        time.sleep(0.5)
-    pytest.fail(f"gave up waiting for {what} after {timeout} s:\n{log.read_text()[-3000:]}")
 
 
 def test_killed_run_is_failed_its_slot_freed_and_the_queue_moves_on(tmp_path, monkeypatch):
