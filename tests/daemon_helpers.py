@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import signal
 import subprocess
 import time
 from pathlib import Path
@@ -21,3 +23,12 @@ def wait_for(what: str, condition, timeout: float, daemon: subprocess.Popen, log
             pytest.fail(f"dagster-daemon exited while waiting for {what}:\n{log.read_text()[-3000:]}")
         time.sleep(0.5)
     pytest.fail(f"gave up waiting for {what} after {timeout:.0f} s:\n{log.read_text()[-3000:]}")
+
+
+def stop_daemon(daemon: subprocess.Popen) -> None:
+    """SIGTERM the daemon's process group; SIGKILL it if it has not exited within 30 s."""
+    os.killpg(daemon.pid, signal.SIGTERM)
+    try:
+        daemon.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        os.killpg(daemon.pid, signal.SIGKILL)

@@ -218,11 +218,18 @@ def scenario_products(snapshot_date: date) -> list[dict]:
     ]
 
 
-def write_silver(root: Path, until: date, since: date = FIRST_DAY) -> None:
-    """Write the silver partitions of arrival dates since..until (inclusive)."""
+def write_silver(
+    root: Path,
+    until: date,
+    since: date = FIRST_DAY,
+    extra_events: list[dict] = (),
+    extra_users: list[dict] = (),
+) -> None:
+    """Write the silver partitions of arrival dates since..until (inclusive): the scenario, plus
+    `extra_events` and (on every day the CRM delivers a snapshot) `extra_users`."""
     lake = LakePaths(root)
     events_by_day: dict[date, list[dict]] = defaultdict(list)
-    for event in scenario_events():
+    for event in [*scenario_events(), *extra_events]:
         events_by_day[event["arrival_date"]].append(event)
     ingested_at = datetime(2025, 2, 1, tzinfo=UTC)
     current = since
@@ -244,7 +251,10 @@ def write_silver(root: Path, until: date, since: date = FIRST_DAY) -> None:
         users = scenario_users(current)
         if users is not None:
             write_parquet_atomic(
-                pl.DataFrame([{**u, "snapshot_date": current} for u in users], schema=USER_SCHEMA),
+                pl.DataFrame(
+                    [{**u, "snapshot_date": current} for u in [*users, *extra_users]],
+                    schema=USER_SCHEMA,
+                ),
                 lake.partition_file("silver", "users", key),
             )
         write_parquet_atomic(

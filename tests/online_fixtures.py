@@ -12,26 +12,18 @@ import shutil
 import socket
 import subprocess
 import time
-from collections import defaultdict
-from datetime import UTC, date, datetime, timedelta
+from datetime import date, timedelta
 from pathlib import Path
 
-import polars as pl
 from dagster import materialize
 
 from refinery.assets.gold import dbt_resource, gold_assets
 from refinery.resources import LakeResource
-from refinery.resources.lake import LakePaths, write_parquet_atomic
 from tests.gold_fixtures import (
-    EVENT_SCHEMA,
     FIRST_DAY,
-    PRODUCT_SCHEMA,
-    USER_SCHEMA,
     _event,
     at,
-    scenario_events,
-    scenario_products,
-    scenario_users,
+    write_silver,
 )
 
 CROWD = 150
@@ -87,44 +79,8 @@ def crowd_users(seed: int = 7) -> list[dict]:
 
 
 def write_crowd_silver(root: Path, until: date = CROWD_LAST_DAY) -> None:
-    lake = LakePaths(root)
-    by_day: dict[date, list[dict]] = defaultdict(list)
-    for event in [*scenario_events(), *crowd_events()]:
-        by_day[event["arrival_date"]].append(event)
-    ingested_at = datetime(2025, 2, 1, tzinfo=UTC)
-    day = FIRST_DAY
-    while day <= until:
-        key = day.isoformat()
-        rows = [
-            {
-                **e,
-                "_source_file": f"landing/events/{key}/events.jsonl",
-                "_line": line,
-                "_ingested_at": ingested_at,
-            }
-            for line, e in enumerate(by_day.get(day, []), start=1)
-        ]
-        write_parquet_atomic(
-            pl.DataFrame(rows, schema=EVENT_SCHEMA, orient="row"),
-            lake.partition_file("silver", "events", key),
-        )
-        users = scenario_users(day)
-        if users is not None:
-            write_parquet_atomic(
-                pl.DataFrame(
-                    [{**u, "snapshot_date": day} for u in [*users, *crowd_users()]],
-                    schema=USER_SCHEMA,
-                ),
-                lake.partition_file("silver", "users", key),
-            )
-        write_parquet_atomic(
-            pl.DataFrame(
-                [{**p, "snapshot_date": day} for p in scenario_products(day)],
-                schema=PRODUCT_SCHEMA,
-            ),
-            lake.partition_file("silver", "products", key),
-        )
-        day += timedelta(days=1)
+    """gold_fixtures' scenario plus the crowd of random users and their events."""
+    write_silver(root, until, extra_events=crowd_events(), extra_users=crowd_users())
 
 
 def range_tags(first: date, last: date) -> dict[str, str]:

@@ -9,7 +9,6 @@ the real dagster-daemon runs the three sensors for a bounded number of ticks.
 
 import os
 import shutil
-import signal
 import subprocess
 from datetime import date, timedelta
 from pathlib import Path
@@ -34,7 +33,7 @@ from refinery.assets.ml.training_dataset import training_dataset
 from refinery.resources import LakeResource
 from refinery.resources.lake import LakePaths, write_parquet_atomic
 from refinery.resources.registry import DvcRegistry
-from tests.daemon_helpers import wait_for
+from tests.daemon_helpers import stop_daemon, wait_for
 
 REPO = Path(__file__).resolve().parents[1]
 START = date(2025, 1, 1)
@@ -204,8 +203,4 @@ def test_persistent_drift_with_no_new_data_rebuilds_once_under_the_daemon(tmp_pa
             assert len(skips) >= TICKS_AFTER_REBUILD - 1
             assert all("already handled" in s or "nothing changed" in s for s in skips), skips
     finally:
-        os.killpg(daemon.pid, signal.SIGTERM)
-        try:
-            daemon.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(daemon.pid, signal.SIGKILL)
+        stop_daemon(daemon)

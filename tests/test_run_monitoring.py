@@ -21,7 +21,7 @@ from dagster import DagsterInstance, DagsterRunStatus, RunsFilter
 
 from refinery.assets.ml.drift_report import REPORT_KEY
 from refinery.faults import KILL_ENV
-from tests.daemon_helpers import wait_for
+from tests.daemon_helpers import stop_daemon, wait_for
 
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
@@ -86,11 +86,7 @@ def test_killed_run_is_failed_its_slot_freed_and_the_queue_moves_on(tmp_path, mo
             60, daemon, log,
         )
     finally:
-        os.killpg(daemon.pid, signal.SIGTERM)
-        try:
-            daemon.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(daemon.pid, signal.SIGKILL)
+        stop_daemon(daemon)
 
     # the dead run was failed by the health check (before or after the second run was queued:
     # launching it takes the CLI several seconds, the monitoring poll may come first)
