@@ -8,9 +8,11 @@ For each size it generates landing data with refinery-synth (clean: --fault-rate
 hand-written floor and pandas, which do not validate, compute on the same rows), then:
 1. runs the platform stage by stage through Dagster, each stage in its own process
    (`python -m bench.stage`), timing the runs from inside and reading the peak RSS;
-2. runs the engine floor (bench/floor.sql) and the pandas way (bench/pandas_way.py, in
+2. runs the engine floor (bench/floor_fast.sql: events pre-aggregated per user, day and
+   arrival before they meet the as-of dates), the naive SQL a team writes first
+   (bench/floor.sql: every event x every as-of date) and the pandas way (bench/pandas_way.py, in
    bench/.venv-evidently, address space capped at --pandas-memory-gb);
-3. checks that floor, pandas and refinery agree on every (user_id, as_of_date) key and every
+3. checks that floor, naive SQL, pandas and refinery agree on every (user_id, as_of_date) key and every
    feature column of user_daily_features and training_examples, and only then reports times;
 4. compares the drift report with Evidently's DataDriftPreset on the same frames.
 Each repeat starts from an empty lake (landing data is reused). Results go to
@@ -195,23 +197,26 @@ def platform_stage(
     }
 
 
-def run_floor(landing: Path, out: Path, first: date, last: date, logs: Path, tag: str) -> dict:
+def run_floor(
+    landing: Path, out: Path, first: date, last: date, logs: Path, tag: str, algorithm: str
+) -> dict:
+    name = "floor" if algorithm == "preaggregated" else "naive_sql"
     measured = run_measured(
         [
             sys.executable, "-m", "bench.floor", "--landing", str(landing), "--out", str(out),
             "--min-date", first.isoformat(), "--max-date", last.isoformat(),
-            "--json", str(logs / f"{tag}-floor.json"),
+            "--algorithm", algorithm, "--json", str(logs / f"{tag}-{name}.json"),
         ],
-        logs / f"{tag}-floor.log",
+        logs / f"{tag}-{name}.log",
     )  # fmt: skip
     if measured["exit_code"] != 0:
         # At L, floor.sql runs DuckDB out of its memory cap (it did at M before it had passes):
         # a result, reported as such.
-        text = (logs / f"{tag}-floor.log").read_text()
+        text = (logs / f"{tag}-{name}.log").read_text()
         status = "out_of_memory" if "Out of Memory" in text else "failed"
-        say(f"  floor {status}; see {logs}/{tag}-floor.log")
+        say(f"  {name} {status}; see {logs}/{tag}-{name}.log")
         return {"status": status, "seconds": None, **measured}
-    inner = read_json(logs / f"{tag}-floor.json")
+    inner = read_json(logs / f"{tag}-{name}.json")
     return {
         **inner,
         "process_seconds": measured["wall_seconds"],
@@ -330,12 +335,14 @@ def bench_size(
             say(
                 f"  {stage}: {stages[stage]['seconds']:.1f} s, peak {stages[stage]['maxrss_mb']} MB"
             )
-        say(f"{size.name} repeat {repeat + 1}/{repeats}: floor")
-        floor = run_floor(landing, work / f"{tag}-floor", first, last, logs, tag)
-        equal = {}
-        if floor["seconds"] is not None:
-            say(f"  floor: {floor['seconds']:.1f} s, peak {floor['maxrss_mb']} MB")
-            equal["floor"] = check_equal(data_dir, work / f"{tag}-floor", first, last, "floor")
+        equal, floors = {}, {}
+        for name, algorithm in (("floor", "preaggregated"), ("naive_sql", "naive")):
+            say(f"{size.name} repeat {repeat + 1}/{repeats}: {name}")
+            out = work / f"{tag}-{name}"
+            floors[name] = run_floor(landing, out, first, last, logs, tag, algorithm)
+            if floors[name]["seconds"] is not None:
+                say(f"  {name}: {floors[name]['seconds']:.1f} s, peak {floors[name]['maxrss_mb']} MB")
+                equal[name] = check_equal(data_dir, out, first, last, name)
         say(f"{size.name} repeat {repeat + 1}/{repeats}: pandas")
         pandas = run_pandas(landing, work / f"{tag}-pandas", first, last, logs, tag, pandas_gb)
         say(
@@ -343,8 +350,8 @@ def bench_size(
         )
         if pandas.get("status") == "ok":
             equal["pandas"] = check_equal(data_dir, work / f"{tag}-pandas", first, last, "pandas")
-        runs.append({"stages": stages, "floor": floor, "pandas": pandas, "equal": equal})
-        for other in ("floor", "pandas"):
+        runs.append({"stages": stages, **floors, "pandas": pandas, "equal": equal})
+        for other in ("floor", "naive_sql", "pandas"):
             shutil.rmtree(work / f"{tag}-{other}", ignore_errors=True)
     result["runs"] = runs
 

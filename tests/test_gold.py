@@ -8,7 +8,6 @@ One module-scoped story in two Dagster runs (each one `dbt build`; dbt costs ~10
 
 import os
 from datetime import UTC, date, datetime, timedelta
-from itertools import pairwise
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -17,22 +16,18 @@ import polars as pl
 import pytest
 import yaml
 from dagster import AssetKey, materialize
-from hypothesis import given
-from hypothesis import strategies as st
 
 from refinery.assets.gold import assets as gold_module
 from refinery.assets.gold import dbt_resource, export_marts, gold_assets, gold_dbt_models
 from refinery.assets.gold.assets import (
     DBT_PROJECT_DIR,
     MARTS,
-    BuildEvents,
+    arrival_signatures,
     as_of_dates_for,
-    build_ranges,
     dbt_build_args,
     knowledge_date_range,
     label_delay_days,
     memory_limit_gb,
-    plan_builds,
     prune_dbt_targets,
 )
 from refinery.assets.gold.export import mart_file
@@ -303,29 +298,48 @@ def mart_files(root: Path) -> dict[str, bytes]:
     }
 
 
-def test_a_range_built_a_few_dates_at_a_time_equals_one_build(tmp_path, monkeypatch):
-    """A long backfill is one run of several dbt builds (memory); the marts must not notice."""
+def test_a_backfill_in_one_run_equals_the_same_days_run_one_by_one(tmp_path, monkeypatch):
+    """A backfill is one dbt build whatever its length; a daily run extends the incremental
+    aggregates by one arrival day. Both must publish the same bytes."""
     published = {}
-    for per_build in ("5", "15"):  # 15 knowledge dates: three builds, then one
-        root = tmp_path / f"per_build_{per_build}"
+    for layout in ("one_run", "daily"):
+        root = tmp_path / layout
         monkeypatch.setenv("REFINERY_DATA_DIR", str(root))
-        monkeypatch.setenv("REFINERY_GOLD_DATES_PER_BUILD", per_build)
         monkeypatch.setenv("REFINERY_DBT_TARGETS_KEPT", "2")
         write_silver(root, until=LAST_DAY)
-        run = run_gold(root, FIRST_DAY, LAST_KNOWLEDGE_DAY)
-        assert run.success
-        # three builds, each its own dbt target dir: the run leaves the two newest
+        if layout == "one_run":
+            runs = [(FIRST_DAY, LAST_KNOWLEDGE_DAY)]
+        else:
+            days = (LAST_KNOWLEDGE_DAY - FIRST_DAY).days
+            runs = [(FIRST_DAY + i * DAY, FIRST_DAY + i * DAY) for i in range(0, days + 1, 1)]
+            runs = [(FIRST_DAY, FIRST_DAY + 8 * DAY), *runs[9:]]  # history first, then daily
+        for first, last in runs:
+            run = run_gold(root, first, last)
+            assert run.success
+            checks = run.get_asset_check_evaluations()
+            # each dbt test reported once for the run
+            assert len(checks) == len({(c.asset_key, c.check_name) for c in checks})
+            assert len(checks) == len(list(gold_dbt_models.check_specs))
+            assert all(check.passed for check in checks)
         targets = (DBT_PROJECT_DIR / "target").glob(f"{gold_dbt_models.op.name}-*")
         assert len([path for path in targets if path.is_dir()]) <= 2
-        checks = run.get_asset_check_evaluations()
-        # each dbt test reported once for the run, folded over its builds
-        assert len(checks) == len({(c.asset_key, c.check_name) for c in checks})
-        assert len(checks) == len(list(gold_dbt_models.check_specs))
-        assert all(check.passed for check in checks)
-        published[per_build] = mart_files(root)
-    assert len(published["5"]) > 20
-    assert published["5"] == published["15"]
+        published[layout] = mart_files(root)
+    assert len(published["one_run"]) > 20
+    assert published["one_run"] == published["daily"]
 
+
+def test_arrival_signatures_change_when_a_partition_is_rewritten(tmp_path):
+    lake = LakePaths(tmp_path)
+    write_silver(tmp_path, until=date(2025, 1, 3))
+    first = arrival_signatures(lake, FIRST_DAY, date(2025, 1, 5))
+    assert sorted(first) == ["2025-01-01", "2025-01-02", "2025-01-03"]  # no partition: no entry
+    assert first == arrival_signatures(lake, FIRST_DAY, date(2025, 1, 5))
+    write_silver(tmp_path, until=date(2025, 1, 2), since=date(2025, 1, 2))
+    second = arrival_signatures(lake, FIRST_DAY, date(2025, 1, 5))
+    assert second["2025-01-02"] != first["2025-01-02"]
+    assert {k: v for k, v in second.items() if k != "2025-01-02"} == {
+        k: v for k, v in first.items() if k != "2025-01-02"
+    }
 
 def test_dbt_targets_are_pruned_to_the_newest_and_the_latest_always_stays(tmp_path):
     target = tmp_path / "target"
@@ -358,55 +372,7 @@ def test_integer_settings_below_their_minimum_are_refused_by_name(monkeypatch):
             env_int(name, 10, minimum=1)
 
 
-@given(
-    days=st.integers(1, 40),
-    costs=st.lists(st.integers(0, 50), min_size=40, max_size=40),
-    budget=st.integers(1, 200),
-)
-def test_build_ranges_cover_the_run_in_order_within_budget(days, costs, budget):
-    first = date(2025, 1, 1)
-    last = first + (days - 1) * DAY
-
-    def cost(day: date) -> int:
-        return costs[(day - first).days]
-
-    ranges = build_ranges(first, last, cost, budget)
-    assert ranges[0][0] == first and ranges[-1][1] == last
-    assert all(b[0] - a[1] == DAY for a, b in pairwise(ranges))
-    for start, end in ranges:
-        spent = sum(cost(start + i * DAY) for i in range((end - start).days + 1))
-        # over budget only when one date alone is
-        assert spent <= budget or start == end
-    # greedy: a range ends only because the next date would not fit
-    for (start, end), (following, _) in pairwise(ranges):
-        spent = sum(cost(start + i * DAY) for i in range((end - start).days + 1))
-        assert spent + cost(following) > budget
-
-
-def test_builds_follow_silver_volume_and_memory_or_a_fixed_size(tmp_path, monkeypatch):
-    lake = LakePaths(tmp_path)
-    first = date(2025, 1, 1)
-    for offset in range(40):
-        day = (first + offset * DAY).isoformat()
-        path = lake.partition_dir("silver", "events", day) / "part-0.parquet"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        pl.DataFrame({"event_id": [f"{day}-{i}" for i in range(10)]}).write_parquet(path)
-    monkeypatch.delenv("REFINERY_GOLD_DATES_PER_BUILD", raising=False)
-    run = (first + 30 * DAY, first + 39 * DAY)  # full 30-day windows: 300 pairs per date
-    monkeypatch.setattr(gold_module, "PAIRS_PER_GB", 1000)
-    monkeypatch.setenv("REFINERY_DUCKDB_MEMORY_LIMIT", "1GB")  # 1000 pairs: 3 dates a build
-    assert [(b - a).days + 1 for a, b in plan_builds(lake, *run)] == [3, 3, 3, 1]
-    monkeypatch.setenv("REFINERY_DUCKDB_MEMORY_LIMIT", "2000MB")  # 2000 pairs: 6 dates
-    assert [(b - a).days + 1 for a, b in plan_builds(lake, *run)] == [6, 4]
-    monkeypatch.setenv("REFINERY_GOLD_DATES_PER_BUILD", "4")
-    assert [(b - a).days + 1 for a, b in plan_builds(lake, *run)] == [4, 4, 2]
-    for bad in ("0", "-1", "a week", ""):
-        monkeypatch.setenv("REFINERY_GOLD_DATES_PER_BUILD", bad)
-        with pytest.raises(ValueError, match="REFINERY_GOLD_DATES_PER_BUILD"):
-            plan_builds(lake, *run)
-
-
-def test_the_planner_and_the_dbt_profile_share_one_default_memory_cap(monkeypatch):
+def test_the_wiring_and_the_dbt_profile_share_one_default_memory_cap(monkeypatch):
     profile = (gold_module.DBT_PROJECT_DIR / "profiles.yml").read_text()
     default = gold_module.DEFAULT_DUCKDB_MEMORY_LIMIT
     assert f"env_var('REFINERY_DUCKDB_MEMORY_LIMIT', '{default}')" in profile
@@ -421,26 +387,6 @@ def test_memory_limit_is_read_as_duckdb_reads_it():
     for bad in ("6", "lots", "6 parsecs", "-1GB"):
         with pytest.raises(ValueError, match="REFINERY_DUCKDB_MEMORY_LIMIT"):
             memory_limit_gb(bad)
-
-
-def test_a_check_that_fails_in_any_build_fails_for_the_run():
-    from dagster import AssetCheckResult, Output
-
-    key = AssetKey(["gold", "user_daily_features"])
-    weeks = [(date(2025, 1, 1), date(2025, 1, 7)), (date(2025, 1, 8), date(2025, 1, 14))]
-    folded = BuildEvents()
-    for week, passed in zip(weeks, (False, True)):
-        folded.add(Output(None, output_name="features", metadata={"week": str(week[0])}), week)
-        folded.add(AssetCheckResult(asset_key=key, check_name="unique", passed=passed), week)
-        folded.add(AssetCheckResult(asset_key=key, check_name="not_null", passed=True), week)
-    upstream, marts = folded.split(lambda event: True)
-    assert upstream == []
-    outputs = [e for e in marts if isinstance(e, Output)]
-    assert [o.metadata["week"].value for o in outputs] == ["2025-01-08"]
-    checks = {e.check_name: e for e in marts if isinstance(e, AssetCheckResult)}
-    assert not checks["unique"].passed and checks["not_null"].passed
-    assert checks["unique"].metadata["failed_knowledge_dates"].value == "2025-01-01..2025-01-07"
-    assert marts.index(outputs[0]) < min(marts.index(c) for c in checks.values())
 
 
 def test_gold_asset_keys_groups_and_silver_dependencies():

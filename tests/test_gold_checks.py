@@ -39,18 +39,30 @@ def test_only_the_runs_partitions_are_read_and_labels_lag_ten_days(tmp_path):
     assert len(files_to_check(gold / "user_daily_features", "user_daily_features", None)) == 90
 
 
-def test_gold_contract_rules():
-    frame = pl.DataFrame(
-        {
-            "user_id": ["a", "a", None],
-            "as_of_date": [date(2026, 1, 1)] * 3,
-            "events_7d": [1, -1, 0],
-            "share_mobile_30d": [0.5, 1.5, None],
-            "cart_to_purchase_rate_30d": [1.5, 0.0, None],
-            "label": [0, 2, 1],
-        }
+def declared_frame(model: str, rows: int) -> pl.DataFrame:
+    """A frame with every declared column of `model`, zeros and empty strings."""
+    from refinery.contracts.gold import declared_columns
+
+    def value(dtype):
+        if dtype == pl.Date:
+            return date(2026, 1, 1)
+        return "x" if dtype == pl.String else 0
+
+    return pl.DataFrame(
+        {c.name: [value(c.dtype)] * rows for c in declared_columns(model)},
+        schema={c.name: c.dtype for c in declared_columns(model)},
     )
-    contract = gold_contract("training_examples", frame.schema)
+
+
+def test_gold_contract_rules():
+    frame = declared_frame("training_examples", 3).with_columns(
+        user_id=pl.Series(["a", "b", "c"]),
+        events_7d=pl.Series([1, -1, 0]),
+        share_mobile_30d=pl.Series([0.5, 1.5, None]),
+        cart_to_purchase_rate_30d=pl.Series([1.5, 0.0, None]),
+        label=pl.Series([0, 2, 1], dtype=pl.Int32),
+    )
+    contract = gold_contract("training_examples")
     reasons = frame.select(contract.first_violation().alias("r"))["r"].to_list()
     assert reasons == [None, "events_7d_out_of_range", None]
     assert contract.unique == ("user_id", "as_of_date")

@@ -33,8 +33,7 @@ from tests.gold_fixtures import FIRST_DAY, LAST_DAY, write_silver
 
 LAST_KNOWLEDGE_DAY = date(2025, 1, 15)
 PROJECT_DAGSTER_YAML = Path(__file__).resolve().parents[1] / "dagster_home" / "dagster.yaml"
-# kill point -> dates per dbt build (two builds where the kill falls between them)
-CASES = {"gold.between_builds": "8", "gold.before_export": None, "gold.export_mid": None}
+CASES = ("gold.before_export", "gold.export_mid")
 
 
 def gold_hashes(root: Path) -> dict[str, str]:
@@ -47,14 +46,11 @@ def gold_hashes(root: Path) -> dict[str, str]:
     }
 
 
-def cli_gold(root: Path, home: Path, per_build: str | None, kill_at: str | None = None):
+def cli_gold(root: Path, home: Path, kill_at: str | None = None):
     env = {**os.environ, "REFINERY_DATA_DIR": str(root), "DAGSTER_HOME": str(home)}
     env.pop("REFINERY_KILL_AT", None)
-    env.pop("REFINERY_GOLD_DATES_PER_BUILD", None)
     if kill_at:
         env["REFINERY_KILL_AT"] = kill_at
-    if per_build:
-        env["REFINERY_GOLD_DATES_PER_BUILD"] = per_build
     command = [sys.executable, "-m", "dagster", "asset", "materialize"]
     command += ["-m", "refinery.definitions", "--select", "group:gold"]
     command += ["--partition-range", f"{FIRST_DAY}...{LAST_KNOWLEDGE_DAY}"]
@@ -83,7 +79,7 @@ def uninterrupted(silver_lake, tmp_path_factory):
     return hashes
 
 
-@pytest.mark.parametrize("kill_at", list(CASES))
+@pytest.mark.parametrize("kill_at", CASES)
 def test_a_killed_gold_run_reruns_to_the_uninterrupted_result(
     kill_at, silver_lake, uninterrupted, tmp_path
 ):
@@ -94,7 +90,7 @@ def test_a_killed_gold_run_reruns_to_the_uninterrupted_result(
     instance_config["concurrency"].pop("pools")  # see the module docstring
     (home / "dagster.yaml").write_text(yaml.safe_dump(instance_config))
 
-    killed = cli_gold(root, home, CASES[kill_at], kill_at=kill_at)
+    killed = cli_gold(root, home, kill_at=kill_at)
     assert killed.returncode == -signal.SIGKILL, killed.stderr[-3000:]
     assert "RUN_SUCCESS" not in killed.stderr + killed.stdout
     left = gold_hashes(root)
@@ -103,6 +99,6 @@ def test_a_killed_gold_run_reruns_to_the_uninterrupted_result(
     else:
         assert left == {}  # killed before anything was exported
 
-    rerun = cli_gold(root, home, CASES[kill_at])
+    rerun = cli_gold(root, home)
     assert rerun.returncode == 0, rerun.stderr[-3000:]
     assert gold_hashes(root) == uninterrupted

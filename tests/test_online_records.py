@@ -6,6 +6,7 @@ from datetime import date
 
 import orjson
 import polars as pl
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -69,19 +70,19 @@ def test_a_non_finite_float_cannot_pass_for_a_value():
 
 
 def test_schema_and_cold_start_follow_the_mart():
-    schema = pl.Schema(
-        {
-            "user_id": pl.String,
-            "as_of_date": pl.Date,
-            "spend_7d": pl.Float64,
-            "events_7d": pl.Int64,
-            "plan": pl.String,
-        }
-    )
+    from refinery.contracts.gold import declared_columns
+
+    declared = declared_columns("user_daily_features")
+    schema = pl.Schema({c.name: c.dtype for c in declared})
     described = feature_schema(schema)
-    assert [f["name"] for f in described] == ["spend_7d", "events_7d", "plan"]
-    assert [f["json_type"] for f in described] == ["number", "integer", "string"]
-    assert all(f["nullable"] for f in described)
-    assert "7 days" in described[0]["description"]  # from dbt's _marts.yml
+    assert [f["name"] for f in described] == [c.name for c in declared][2:]  # the key is not a feature
+    by_name = {f["name"]: f for f in described}
+    assert by_name["spend_7d"]["json_type"] == "number"
+    assert by_name["events_7d"]["json_type"] == "integer"
+    assert by_name["plan"]["json_type"] == "string"
+    assert not by_name["events_30d"]["nullable"] and by_name["plan"]["nullable"]
+    assert "7 days" in by_name["spend_7d"]["description"]  # dbt's docs block, not a doc() reference
+    with pytest.raises(ValueError, match="lacks declared columns"):
+        feature_schema(pl.Schema({"user_id": pl.String, "as_of_date": pl.Date}))
     cold = cold_start_body("x", ["spend_7d", "plan"], None)
     assert cold["known"] is False and cold["features"] == {"spend_7d": None, "plan": None}

@@ -24,6 +24,9 @@ class Contract:
     columns: tuple[Column, ...]
     constraints: dict[str, pl.Expr]
     unique: tuple[str, ...] = ()
+    # strict: a column the contract does not declare fails validation (gold); silver tolerates
+    # lineage and helper columns beside the declared ones
+    strict: bool = False
 
     @property
     def column_names(self) -> list[str]:
@@ -60,7 +63,7 @@ class Contract:
             checks=checks,
             unique=list(self.unique) or None,
             name=self.name,
-            strict=False,
+            strict=self.strict,
             coerce=False,
         )
 

@@ -7,7 +7,6 @@ exact JSON body the server returns. Parity with the training sets holds by const
 
 from __future__ import annotations
 
-import functools
 import hashlib
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
@@ -15,12 +14,10 @@ from typing import Any
 
 import orjson
 import polars as pl
-import yaml
 
 from refinery.contracts.gold import KEY, gold_contract
 
 FEATURE_MART = "user_daily_features"
-MARTS_YML = Path(__file__).resolve().parents[2] / "dbt_project" / "models" / "marts" / "_marts.yml"
 
 
 def mart_path(gold_dir: Path, as_of_date: date) -> Path:
@@ -30,34 +27,24 @@ def mart_path(gold_dir: Path, as_of_date: date) -> Path:
     return Path(gold_dir) / FEATURE_MART / f"as_of_date={as_of_date.isoformat()}" / "data.parquet"
 
 
-@functools.cache
-def _descriptions() -> dict[str, str]:
-    """Column descriptions of the feature mart, from its dbt declaration."""
-    try:
-        declared = yaml.safe_load(MARTS_YML.read_text())
-    except OSError:
-        return {}
-    for model in declared.get("models", []):
-        if model.get("name") == FEATURE_MART:
-            return {c["name"]: c.get("description", "") for c in model.get("columns", [])}
-    return {}
-
-
 def feature_schema(schema: pl.Schema) -> list[dict[str, Any]]:
     """The feature list of the mart: name, type, nullable, description, in column order.
 
-    Types and nullability come from the gold contract (`refinery.contracts.gold`) over the mart's
-    own Parquet schema: the contract the offline marts are checked against.
+    Names, types, nullability and descriptions come from the gold contract
+    (`refinery.contracts.gold`): the mart's dbt declaration, which the offline marts are checked
+    against. `schema` (the served mart's) must carry every declared column.
     """
-    contract = gold_contract(FEATURE_MART, schema)
-    described = _descriptions()
+    contract = gold_contract(FEATURE_MART)
+    missing = [c.name for c in contract.columns if c.name not in schema]
+    if missing:
+        raise ValueError(f"the served {FEATURE_MART} lacks declared columns {missing}")
     return [
         {
             "name": column.name,
             "type": str(column.dtype),
             "json_type": _json_type(column.dtype),
             "nullable": column.nullable,
-            "description": described.get(column.name, column.description),
+            "description": column.description,
         }
         for column in contract.columns
         if column.name not in KEY

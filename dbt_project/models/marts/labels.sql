@@ -1,6 +1,8 @@
 {{
     config(
-        pre_hook="{{ delete_as_of_range(this, label_as_of_range()) }}"
+        incremental_strategy='delete+insert',
+        unique_key=['user_id', 'as_of_date'],
+        pre_hook="{{ delete_where(this, as_of_condition(label_as_of_range())) }}"
     )
 }}
 
@@ -8,6 +10,7 @@
 -- allowed lateness: the label of D is written in the run of knowledge date D+horizon+lateness and
 -- reads purchases that arrived by then, so rerunning or backfilling that day gives the same label.
 -- The population is the users with a feature row on D: the people we would have scored.
+-- Purchases come from the per-(user, day, arrival) aggregates, not the raw events.
 {%- set label_range = label_as_of_range() %}
 {%- set horizon = var('label_horizon_days') | int %}
 {%- set lateness = var('label_lateness_days') | int %}
@@ -16,16 +19,15 @@ with population as (
 
     select user_id, as_of_date
     from {{ ref('user_daily_features') }}
-    where as_of_date between {{ date_literal(label_range[0]) }}
-        and {{ date_literal(label_range[1]) }}
+    where {{ as_of_condition(label_range) }}
 
 ),
 
 purchases_in_scan as (
 
-    select user_id, event_date, arrival_date
-    from {{ ref('stg_events') }}
-    where event_type = 'purchase'
+    select user_id, event_date, arrival_date, purchases
+    from {{ ref('int_user_day_events') }}
+    where purchases > 0
         and arrival_date between {{ date_literal(days_before(label_range[0], -1)) }}
             and {{ date_literal(days_before(label_range[1], -(horizon + lateness))) }}
 
@@ -36,7 +38,7 @@ purchases_in_horizon as (
     select
         population.user_id,
         population.as_of_date,
-        count(purchases_in_scan.user_id) as purchases_in_horizon
+        coalesce(sum(purchases_in_scan.purchases), 0) as purchases_in_horizon
 
     from population
     left join purchases_in_scan

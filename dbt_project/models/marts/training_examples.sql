@@ -1,6 +1,8 @@
 {{
     config(
-        pre_hook="{{ delete_as_of_range(this, label_as_of_range()) }}"
+        incremental_strategy='delete+insert',
+        unique_key=['user_id', 'as_of_date'],
+        pre_hook="{{ delete_where(this, as_of_condition(label_as_of_range())) }}"
     )
 }}
 
@@ -12,8 +14,7 @@ with features as (
 
     select *
     from {{ ref('user_daily_features') }}
-    where as_of_date between {{ date_literal(label_range[0]) }}
-        and {{ date_literal(label_range[1]) }}
+    where {{ as_of_condition(label_range) }}
 
 ),
 
@@ -21,8 +22,7 @@ labels as (
 
     select user_id, as_of_date, label
     from {{ ref('labels') }}
-    where as_of_date between {{ date_literal(label_range[0]) }}
-        and {{ date_literal(label_range[1]) }}
+    where {{ as_of_condition(label_range) }}
 
 ),
 

@@ -1,6 +1,8 @@
 {{
     config(
-        pre_hook="{{ delete_as_of_range(this, knowledge_date_range()) }}"
+        incremental_strategy='delete+insert',
+        unique_key=['user_id', 'as_of_date'],
+        pre_hook="{{ delete_where(this, as_of_condition(as_of_range())) }}"
     )
 }}
 
@@ -8,112 +10,307 @@
 -- known at the end of D. Counts are 0 rather than null; ratios and recencies are null when
 -- undefined (no denominator, no purchase); profile columns are null for users the CRM snapshot
 -- valid on D does not carry. marketing_opt_in is 1/0 (numeric) so a generic consumer can use it.
-{%- set knowledge = knowledge_date_range() %}
+--
+-- The algorithm never pairs events with as-of dates. What an arrival day added to a user's day
+-- (int_user_day_events, int_user_day_keys: small, incremental) is known from its arrival on and
+-- falls out of a w-day window w - 1 days after the event: it counts on the dates
+-- [max(event_date, arrival_date), event_date + w - 1]. Each such interval becomes a +value on its
+-- first date and a -value the day after its last; a running sum per user then gives every
+-- additive feature as a step function of D. A distinct count (sessions, products, active days)
+-- counts a key once on each D its merged intervals cover. The favourites (category by the
+-- catalogue valid on D, device) need the count per (user, key, D), from the same step functions
+-- per key. Recencies are running maxima of the event date. docs/DESIGN.md has the definitions;
+-- tests/gold_reference.py computes them the naive way (events x as-of dates) for the tests.
+{%- set as_of = as_of_range() %}
+{%- set first, last = date_literal(as_of[0]), date_literal(as_of[1]) %}
+{%- set window_days = var('feature_window_days') | int %}
 {%- set lookback_days = var('recency_lookback_days') | int %}
+{%- set windows = {'1d': 1, '7d': 7, '30d': window_days} %}
+{%- set additive = ['events', 'views', 'clicks', 'add_to_carts', 'purchases', 'spend'] %}
+{%- set window_only = ['items_purchased', 'events_with_device', 'mobile_events'] %}
+{%- set distinct = {'sessions_7d': ('session', 7), 'sessions_30d': ('session', window_days),
+    'distinct_products_30d': ('product', window_days), 'active_days_30d': ('day', window_days)} %}
+{%- set measures = [] %}
+{%- for name in additive %}{% for suffix in windows %}{% do measures.append(name ~ '_' ~ suffix) %}{% endfor %}{% endfor %}
+{%- for name in window_only %}{% do measures.append(name ~ '_30d') %}{% endfor %}
+{%- for name in distinct %}{% do measures.append(name) %}{% endfor %}
 
--- Materialized once: it feeds three aggregations below, and an inlined CTE would repeat the
--- events x as-of dates join (the largest intermediate of the whole graph) for each of them.
-with user_events as materialized (
+with as_of_dates as (
 
-    select * from {{ ref('int_user_events_as_of') }}
+    select cast(generated_day as date) as as_of_date
+    from generate_series(
+        cast({{ first }} as timestamp), cast({{ last }} as timestamp), interval 1 day
+    ) as days(generated_day)
 
 ),
 
-as_of_dates as (
+-- arrival_date bounds are literals so the scan prunes; an event counts only from its arrival
+-- and event_date <= arrival_date (silver's contract), so nothing older can reach the window
+day_events as (
 
-    select * from {{ ref('int_feature_as_of_dates') }}
+    select * from {{ ref('int_user_day_events') }}
+    where arrival_date between {{ date_literal(days_before(as_of[0], lookback_days - 1)) }}
+        and {{ last }}
 
 ),
 
-event_aggregates as (
+day_keys as (
+
+    select * from {{ ref('int_user_day_keys') }}
+    where arrival_date between {{ date_literal(days_before(as_of[0], window_days - 1)) }}
+        and {{ last }}
+
+),
+
+-- additive measures: one interval per (user, event_date, arrival_date) and window, clipped to
+-- the run's as-of dates
+additive_intervals as (
+
+    {%- for suffix, days in windows.items() %}
+    select
+        user_id,
+        greatest(event_date, arrival_date, {{ first }}) as first_day,
+        least(event_date + {{ days - 1 }}, {{ last }}) as last_day,
+        event_date
+        {%- for measure in measures %},
+        {%- set name = measure.rsplit('_', 1)[0] %}
+        {%- if measure.endswith('_' ~ suffix) and (name in additive or (suffix == '30d' and name in window_only)) %}
+        {{ name }} as {{ measure }}
+        {%- else %}
+        0 as {{ measure }}
+        {%- endif %}
+        {%- endfor %}
+    from day_events
+    where arrival_date >= {{ date_literal(days_before(as_of[0], window_days - 1)) }}
+    {{ 'union all' if not loop.last }}
+    {%- endfor %}
+
+),
+
+-- distinct keys: a key's intervals (one per day and arrival it occurred on) merged where they
+-- overlap, so it counts once per as-of date. Both windows below order by a unique key: with ties,
+-- the island numbering would depend on the order DuckDB's threads deliver equal rows.
+key_intervals as (
+
+    {%- for measure, spec in distinct.items() %}
+    {%- set kind, days = spec %}
+    select
+        user_id,
+        '{{ measure }}' as measure,
+        {{ "cast(event_date as varchar)" if kind == 'day' else "key" }} as key,
+        greatest(event_date, arrival_date, {{ first }}) as first_day,
+        least(event_date + {{ days - 1 }}, {{ last }}) as last_day,
+        event_date,
+        arrival_date
+    from {{ "day_events" if kind == 'day' else "day_keys" }}
+    where arrival_date >= {{ date_literal(days_before(as_of[0], window_days - 1)) }}
+        {%- if kind != 'day' %} and kind = '{{ kind }}'{% endif %}
+    {{ 'union all' if not loop.last }}
+    {%- endfor %}
+
+),
+
+key_reach as (
+
+    select
+        *,
+        max(last_day) over (
+            partition by user_id, measure, key order by first_day, last_day, event_date, arrival_date
+            rows between unbounded preceding and 1 preceding
+        ) as reach
+    from key_intervals
+    where first_day <= last_day
+
+),
+
+key_islands as (
+
+    select
+        *,
+        sum(case when reach is null or first_day > reach then 1 else 0 end) over (
+            partition by user_id, measure, key order by first_day, last_day, event_date, arrival_date
+            rows unbounded preceding
+        ) as island
+    from key_reach
+
+),
+
+merged_keys as (
+
+    select user_id, measure, min(first_day) as first_day, max(last_day) as last_day
+    from key_islands
+    group by user_id, measure, key, island
+
+),
+
+-- +value on an interval's first day, -value the day after its last (within the run's dates)
+deltas as (
+
+    select user_id, first_day as change_day, event_date as latest_event,
+        cast(null as date) as latest_purchase
+        {%- for measure in measures %}, {{ measure }}{% endfor %}
+    from additive_intervals where first_day <= last_day
+    union all
+    select user_id, last_day + 1, null, null
+        {%- for measure in measures %}, -{{ measure }}{% endfor %}
+    from additive_intervals where first_day <= last_day and last_day < {{ last }}
+    union all
+    select user_id, first_day, null, null
+        {%- for measure in measures %}, (measure = '{{ measure }}')::integer{% endfor %}
+    from merged_keys
+    union all
+    select user_id, last_day + 1, null, null
+        {%- for measure in measures %}, -(measure = '{{ measure }}')::integer{% endfor %}
+    from merged_keys where last_day < {{ last }}
+    union all
+    -- recency of purchase looks further back than the window (recency_lookback_days)
+    select user_id, greatest(event_date, arrival_date, {{ first }}), null, event_date
+        {%- for measure in measures %}, 0{% endfor %}
+    from day_events
+    where purchases > 0 and event_date > {{ date_literal(days_before(as_of[0], lookback_days)) }}
+
+),
+
+steps as (
 
     select
         user_id,
-        as_of_date,
-        count(*) filter (where days_ago < 1) as events_1d,
-        count(*) filter (where days_ago < 7) as events_7d,
-        count(*) as events_30d,
-        count(*) filter (where event_type = 'view' and days_ago < 1) as views_1d,
-        count(*) filter (where event_type = 'view' and days_ago < 7) as views_7d,
-        count(*) filter (where event_type = 'view') as views_30d,
-        count(*) filter (where event_type = 'click' and days_ago < 1) as clicks_1d,
-        count(*) filter (where event_type = 'click' and days_ago < 7) as clicks_7d,
-        count(*) filter (where event_type = 'click') as clicks_30d,
-        count(*) filter (where event_type = 'add_to_cart' and days_ago < 1) as add_to_carts_1d,
-        count(*) filter (where event_type = 'add_to_cart' and days_ago < 7) as add_to_carts_7d,
-        count(*) filter (where event_type = 'add_to_cart') as add_to_carts_30d,
-        count(*) filter (where event_type = 'purchase' and days_ago < 1) as purchases_1d,
-        count(*) filter (where event_type = 'purchase' and days_ago < 7) as purchases_7d,
-        count(*) filter (where event_type = 'purchase') as purchases_30d,
-        sum(quantity) filter (where event_type = 'purchase') as items_purchased_30d,
-        -- amount is DECIMAL(38, 6) (stg_events): exact sums, the same in any order or thread count
-        sum(amount) filter (where event_type = 'purchase' and days_ago < 1) as spend_1d,
-        sum(amount) filter (where event_type = 'purchase' and days_ago < 7) as spend_7d,
-        sum(amount) filter (where event_type = 'purchase') as spend_30d,
-        count(distinct session_id) filter (where days_ago < 7) as sessions_7d,
-        count(distinct session_id) as sessions_30d,
-        count(distinct event_date) as active_days_30d,
-        count(distinct product_id) as distinct_products_30d,
-        count(distinct category) as distinct_categories_30d,
-        min(days_ago) as days_since_last_event,
-        count(device) as events_with_device_30d,
-        count(*) filter (where device in ('ios', 'android')) as mobile_events_30d
-
-    from user_events
-    group by user_id, as_of_date
+        change_day,
+        coalesce(
+            lead(change_day) over (partition by user_id order by change_day) - 1, {{ last }}
+        ) as until_day,
+        max(latest_event) over running as latest_event,
+        max(latest_purchase) over running as latest_purchase
+        {%- for measure in measures %},
+        sum({{ measure }}) over running as {{ measure }}
+        {%- endfor %}
+    from (
+        select
+            user_id,
+            change_day,
+            max(latest_event) as latest_event,
+            max(latest_purchase) as latest_purchase
+            {%- for measure in measures %},
+            sum({{ measure }}) as {{ measure }}
+            {%- endfor %}
+        from deltas
+        group by user_id, change_day
+    ) as per_day
+    window running as (partition by user_id order by change_day rows unbounded preceding)
 
 ),
 
-category_counts as (
+-- the population: every as-of date on which a user has an event in the window
+user_days as (
 
-    select
-        user_id,
-        as_of_date,
-        category,
-        row_number() over (
-            partition by user_id, as_of_date order by count(*) desc, category asc
-        ) as category_rank
-
-    from user_events
-    where category is not null
-    group by user_id, as_of_date, category
-
-),
-
-device_counts as (
-
-    select
-        user_id,
-        as_of_date,
-        device,
-        row_number() over (
-            partition by user_id, as_of_date order by count(*) desc, device asc
-        ) as device_rank
-
-    from user_events
-    where device is not null
-    group by user_id, as_of_date, device
-
-),
-
--- Recency of purchase looks further back than the feature window, still only at known events.
-last_purchases as (
-
-    select
-        purchases.user_id,
-        as_of_dates.as_of_date,
-        max(purchases.event_date) as last_purchase_date
-
-    from {{ ref('stg_events') }} as purchases
+    select steps.*, as_of_dates.as_of_date
+    from steps
     inner join as_of_dates
-        on purchases.arrival_date <= as_of_dates.as_of_date
-        and purchases.event_date <= as_of_dates.as_of_date
-        and purchases.event_date > as_of_dates.as_of_date - {{ lookback_days }}
-    where purchases.event_type = 'purchase'
-        and purchases.arrival_date
-            between {{ date_literal(days_before(knowledge[0], lookback_days - 1)) }}
-            and {{ date_literal(knowledge[1]) }}
-    group by purchases.user_id, as_of_dates.as_of_date
+        on as_of_dates.as_of_date between steps.change_day and steps.until_day
+    where steps.events_30d > 0
+
+),
+
+-- the favourites: events per (user, key, D); a product's category is the catalogue's on D
+ranked_intervals as (
+
+    select
+        day_keys.user_id,
+        'category' as kind,
+        product_versions.category as key,
+        greatest(
+            day_keys.event_date, day_keys.arrival_date, product_versions.valid_from, {{ first }}
+        ) as first_day,
+        least(
+            day_keys.event_date + {{ window_days - 1 }},
+            coalesce(product_versions.valid_to - 1, {{ last }}),
+            {{ last }}
+        ) as last_day,
+        day_keys.events
+    from day_keys
+    inner join {{ ref('int_product_snapshots_scd2') }} as product_versions
+        on day_keys.key = product_versions.product_id
+        and product_versions.valid_from <= least(day_keys.event_date + {{ window_days - 1 }}, {{ last }})
+        and (
+            product_versions.valid_to is null
+            or product_versions.valid_to > greatest(day_keys.event_date, day_keys.arrival_date, {{ first }})
+        )
+    where day_keys.kind = 'product' and product_versions.category is not null
+    union all
+    select
+        user_id,
+        'device',
+        key,
+        greatest(event_date, arrival_date, {{ first }}),
+        least(event_date + {{ window_days - 1 }}, {{ last }}),
+        events
+    from day_keys
+    where kind = 'device'
+
+),
+
+ranked_deltas as (
+
+    select user_id, kind, key, first_day as change_day, events
+    from ranked_intervals where first_day <= last_day
+    union all
+    select user_id, kind, key, last_day + 1, -events
+    from ranked_intervals where first_day <= last_day and last_day < {{ last }}
+
+),
+
+ranked_steps as (
+
+    select
+        user_id,
+        kind,
+        key,
+        change_day,
+        coalesce(
+            lead(change_day) over by_key - 1, {{ last }}
+        ) as until_day,
+        sum(events) over (by_key rows unbounded preceding) as events
+    from (
+        select user_id, kind, key, change_day, sum(events) as events
+        from ranked_deltas
+        group by user_id, kind, key, change_day
+    ) as per_day
+    window by_key as (partition by user_id, kind, key order by change_day)
+
+),
+
+key_counts as (
+
+    select
+        ranked_steps.user_id,
+        ranked_steps.kind,
+        ranked_steps.key,
+        as_of_dates.as_of_date,
+        row_number() over (
+            partition by ranked_steps.user_id, ranked_steps.kind, as_of_dates.as_of_date
+            order by ranked_steps.events desc, ranked_steps.key asc
+        ) as key_rank,
+        count(*) over (
+            partition by ranked_steps.user_id, ranked_steps.kind, as_of_dates.as_of_date
+        ) as keys
+    from ranked_steps
+    inner join as_of_dates
+        on as_of_dates.as_of_date between ranked_steps.change_day and ranked_steps.until_day
+    where ranked_steps.events > 0
+
+),
+
+favourites as (
+
+    select
+        user_id,
+        as_of_date,
+        max(key) filter (where kind = 'category') as favourite_category_30d,
+        max(keys) filter (where kind = 'category') as distinct_categories_30d,
+        max(key) filter (where kind = 'device') as main_device_30d
+    from key_counts
+    where key_rank = 1
+    group by user_id, as_of_date
 
 ),
 
@@ -126,68 +323,53 @@ user_versions as (
 final as (
 
     select
-        cast(event_aggregates.user_id as varchar) as user_id,
-        cast(event_aggregates.as_of_date as date) as as_of_date,
-        cast(events_1d as bigint) as events_1d,
-        cast(events_7d as bigint) as events_7d,
-        cast(events_30d as bigint) as events_30d,
-        cast(views_1d as bigint) as views_1d,
-        cast(views_7d as bigint) as views_7d,
-        cast(views_30d as bigint) as views_30d,
-        cast(clicks_1d as bigint) as clicks_1d,
-        cast(clicks_7d as bigint) as clicks_7d,
-        cast(clicks_30d as bigint) as clicks_30d,
-        cast(add_to_carts_1d as bigint) as add_to_carts_1d,
-        cast(add_to_carts_7d as bigint) as add_to_carts_7d,
-        cast(add_to_carts_30d as bigint) as add_to_carts_30d,
-        cast(purchases_1d as bigint) as purchases_1d,
-        cast(purchases_7d as bigint) as purchases_7d,
-        cast(purchases_30d as bigint) as purchases_30d,
-        cast(coalesce(items_purchased_30d, 0) as bigint) as items_purchased_30d,
-        cast(coalesce(spend_1d, 0) as double) as spend_1d,
-        cast(coalesce(spend_7d, 0) as double) as spend_7d,
-        cast(coalesce(spend_30d, 0) as double) as spend_30d,
+        cast(user_days.user_id as varchar) as user_id,
+        cast(user_days.as_of_date as date) as as_of_date,
+        {%- for name in ['events', 'views', 'clicks', 'add_to_carts', 'purchases'] %}
+        {%- for suffix in windows %}
+        cast({{ name }}_{{ suffix }} as bigint) as {{ name }}_{{ suffix }},
+        {%- endfor %}
+        {%- endfor %}
+        cast(items_purchased_30d as bigint) as items_purchased_30d,
+        cast(spend_1d as double) as spend_1d,
+        cast(spend_7d as double) as spend_7d,
+        cast(spend_30d as double) as spend_30d,
         cast(spend_30d as double) / nullif(purchases_30d, 0) as avg_order_value_30d,
         cast(sessions_7d as bigint) as sessions_7d,
         cast(sessions_30d as bigint) as sessions_30d,
         cast(active_days_30d as bigint) as active_days_30d,
         cast(distinct_products_30d as bigint) as distinct_products_30d,
-        cast(distinct_categories_30d as bigint) as distinct_categories_30d,
-        cast(days_since_last_event as bigint) as days_since_last_event,
+        cast(coalesce(favourites.distinct_categories_30d, 0) as bigint) as distinct_categories_30d,
+        cast(user_days.as_of_date - user_days.latest_event as bigint) as days_since_last_event,
         cast(
-            event_aggregates.as_of_date - last_purchases.last_purchase_date as bigint
+            case
+                when user_days.as_of_date - user_days.latest_purchase < {{ lookback_days }}
+                    then user_days.as_of_date - user_days.latest_purchase
+            end as bigint
         ) as days_since_last_purchase,
         cast(add_to_carts_30d / nullif(views_30d, 0) as double) as view_to_cart_rate_30d,
         cast(purchases_30d / nullif(add_to_carts_30d, 0) as double) as cart_to_purchase_rate_30d,
         cast(
             mobile_events_30d / nullif(events_with_device_30d, 0) as double
         ) as share_mobile_30d,
-        cast(category_counts.category as varchar) as favourite_category_30d,
-        cast(device_counts.device as varchar) as main_device_30d,
-        cast(event_aggregates.as_of_date - user_versions.signup_date as bigint) as tenure_days,
-        cast(year(event_aggregates.as_of_date) - user_versions.birth_year as bigint) as age,
+        cast(favourites.favourite_category_30d as varchar) as favourite_category_30d,
+        cast(favourites.main_device_30d as varchar) as main_device_30d,
+        cast(user_days.as_of_date - user_versions.signup_date as bigint) as tenure_days,
+        cast(year(user_days.as_of_date) - user_versions.birth_year as bigint) as age,
         cast(user_versions.marketing_opt_in as bigint) as marketing_opt_in,
         cast(user_versions.plan as varchar) as plan,
         cast(user_versions.country as varchar) as country
 
-    from event_aggregates
-    left join category_counts
-        on event_aggregates.user_id = category_counts.user_id
-        and event_aggregates.as_of_date = category_counts.as_of_date
-        and category_counts.category_rank = 1
-    left join device_counts
-        on event_aggregates.user_id = device_counts.user_id
-        and event_aggregates.as_of_date = device_counts.as_of_date
-        and device_counts.device_rank = 1
-    left join last_purchases
-        on event_aggregates.user_id = last_purchases.user_id
-        and event_aggregates.as_of_date = last_purchases.as_of_date
+    from user_days
+    left join favourites
+        on user_days.user_id = favourites.user_id
+        and user_days.as_of_date = favourites.as_of_date
     left join user_versions
-        on event_aggregates.user_id = user_versions.user_id
-        and user_versions.valid_from <= event_aggregates.as_of_date
+        on user_days.user_id = user_versions.user_id
+        and user_versions.valid_from <= user_days.as_of_date
         and (
             user_versions.valid_to is null
-            or user_versions.valid_to > event_aggregates.as_of_date
+            or user_versions.valid_to > user_days.as_of_date
         )
 
 )

@@ -1,22 +1,21 @@
 """The gold layer: the dbt-duckdb project as partitioned Dagster assets, then Parquet marts.
 
 The partition key is the knowledge (arrival) date. One run covers a range of them (a backfill is
-one run: BackfillPolicy.single_run, so `dagster asset materialize --partition-range` works); the
-run builds the range in as few `dbt build`s as DuckDB's memory allows (plan_builds), which dbt
-turns into the as-of dates it rebuilds.
+one run: BackfillPolicy.single_run, so `dagster asset materialize --partition-range` works) and
+one `dbt build`, which turns the range into the as-of dates it rebuilds.
 """
 
 import functools
+import hashlib
 import os
 import re
 import shutil
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import polars as pl
-import pyarrow.parquet as pq
 import yaml
 from dagster import (
     AssetCheckResult,
@@ -152,14 +151,22 @@ def duckdb_threads() -> int:
     return env_int("REFINERY_DUCKDB_THREADS", os.cpu_count() or 1, minimum=1)
 
 
+def read_window_start(min_date: date) -> date:
+    """The first arrival date a run over knowledge dates from `min_date` on reads."""
+    return min_date - timedelta(days=int(dbt_project_vars()["recency_lookback_days"]) - 1)
+
+
 def dbt_build_args(min_date: date, max_date: date, data_dir: Path) -> list[str]:
     """`dbt build` of knowledge dates [min_date, max_date] on the lake at `data_dir`: the profile
-    and the silver sources take the data root from the var, not from the environment."""
+    and the silver sources take the data root from the var, not from the environment; the
+    signatures of the silver partitions it reads let dbt re-aggregate the ones that changed."""
+    lake = LakePaths(Path(data_dir).resolve())
     dbt_vars = {
         "min_date": min_date.isoformat(),
         "max_date": max_date.isoformat(),
         "data_dir": str(Path(data_dir).resolve()),
         "duckdb_threads": duckdb_threads(),
+        "arrival_signatures": arrival_signatures(lake, read_window_start(min_date), max_date),
     }
     return ["build", "--vars", _vars_arg(dbt_vars)]
 
@@ -186,18 +193,9 @@ class GoldTranslator(DagsterDbtTranslator):
 gold_translator = GoldTranslator(settings=DagsterDbtTranslatorSettings(enable_asset_checks=True))
 
 
-# Every event meets each as-of date whose 30-day window holds it, so a dbt build over N dates
-# joins about N x 30 days of events. Measured at 1M events/day with DuckDB capped at 6 GB
-# (docs/BENCHMARKS.md): 7 dates in one build (~210M event x as-of date pairs) fit, 30 dates
-# (~900M) ran out of memory. A run over a long range (a CLI or UI backfill is one run: single_run
-# policy) is therefore built in consecutive ranges of knowledge dates, in date order, each as
-# long as the pairs it joins (counted from silver's row counts) fit the memory limit. Labels of
-# knowledge date K are for as-of K - 10, whose features an earlier build wrote, so the ranges
-# publish the same marts as one build would. REFINERY_GOLD_DATES_PER_BUILD fixes the size instead.
-PAIRS_PER_GB = 30_000_000
 # dbt's DuckDB memory cap unless REFINERY_DUCKDB_MEMORY_LIMIT says otherwise; profiles.yml has the
-# same default (a test keeps them equal). 3GB keeps the L day (10M events on 30 days of 1M) under
-# 4 GiB for the whole process tree; 6GB made M's 30-date backfill 11 % faster and L's gold 6.5 GB.
+# same default (a test keeps them equal). The marts are built from per-(user, day) aggregates
+# (dbt_project/models/intermediate), never from events x as-of dates, so one build covers any run.
 DEFAULT_DUCKDB_MEMORY_LIMIT = "3GB"
 _MEMORY_UNITS = {"kb": 1e3, "mb": 1e6, "gb": 1e9, "tb": 1e12}
 _MEMORY_UNITS |= {"kib": 2**10, "mib": 2**20, "gib": 2**30, "tib": 2**40}
@@ -215,80 +213,22 @@ def memory_limit_gb(raw: str | None = None) -> float:
     return float(match.group(1)) * _MEMORY_UNITS[match.group(2).lower()] / 1e9
 
 
-def build_ranges(
-    min_date: date, max_date: date, cost: Callable[[date], int], budget: int
-) -> list[tuple[date, date]]:
-    """Consecutive inclusive ranges covering [min_date, max_date], each as long as the summed
-    cost of its dates stays within the budget (at least one date per range)."""
-    ranges: list[tuple[date, date]] = []
-    start, spent, day = min_date, 0, min_date
-    while day <= max_date:
-        day_cost = cost(day)
-        if day > start and spent + day_cost > budget:
-            ranges.append((start, day - timedelta(days=1)))
-            start, spent = day, 0
-        spent += day_cost
-        day += timedelta(days=1)
-    ranges.append((start, max_date))
-    return ranges
-
-
-def plan_builds(lake: LakePaths, min_date: date, max_date: date) -> list[tuple[date, date]]:
-    """The dbt builds of a run over knowledge dates [min_date, max_date]."""
-    if "REFINERY_GOLD_DATES_PER_BUILD" in os.environ:
-        fixed = env_int("REFINERY_GOLD_DATES_PER_BUILD", 0, minimum=1)
-        return build_ranges(min_date, max_date, lambda day: 1, fixed)
-    window = int(dbt_project_vars()["feature_window_days"])
-    rows = silver_event_rows(lake, min_date - timedelta(days=window - 1), max_date)
-
-    def pairs(as_of: date) -> int:
-        return sum(rows.get(as_of - timedelta(days=back), 0) for back in range(window))
-
-    return build_ranges(min_date, max_date, pairs, int(PAIRS_PER_GB * memory_limit_gb()))
-
-
-def silver_event_rows(lake: LakePaths, first: date, last: date) -> dict[date, int]:
-    """Rows of silver/events per arrival date, from the Parquet footers (no data is read)."""
-    rows = {}
+def arrival_signatures(lake: LakePaths, first: date, last: date) -> dict[str, str]:
+    """What each silver events partition of arrival dates [first, last] looks like on disk: a
+    digest of its parts' names, sizes and modification times. dbt re-aggregates an arrival date
+    whose signature differs from the one its aggregates were built from (int_arrival_ledger):
+    a partition rewritten since (a backfill, a repaired day) is never read stale."""
+    signatures = {}
     for offset in range((last - first).days + 1):
-        day = first + timedelta(days=offset)
-        parts = lake.partition_parts("silver", "events", day.isoformat())
+        day = (first + timedelta(days=offset)).isoformat()
+        parts = lake.partition_parts("silver", "events", day)
         if parts:
-            rows[day] = sum(pq.read_metadata(part).num_rows for part in parts)
-    return rows
-
-
-class BuildEvents:
-    """The Dagster events of several `dbt build` invocations folded into one step's worth.
-
-    A step may report each output and each check once. Per model, the last build's output stands
-    for the run; per dbt test, the check passes only if it passed in every build, and a failure
-    keeps the metadata of the first build it failed in, labelled with that build's dates.
-    """
-
-    def __init__(self) -> None:
-        self.outputs: dict[str, Output] = {}
-        self.checks: dict[tuple[AssetKey | None, str | None], AssetCheckResult] = {}
-        self.others: list[Any] = []
-
-    def add(self, event: Any, dates: tuple[date, date]) -> None:
-        if isinstance(event, Output):
-            self.outputs[event.output_name] = event
-        elif isinstance(event, AssetCheckResult):
-            key = (event.asset_key, event.check_name)
-            earlier = self.checks.get(key)
-            if not event.passed:
-                label = f"{dates[0].isoformat()}..{dates[1].isoformat()}"
-                event = event.with_metadata({**event.metadata, "failed_knowledge_dates": label})
-            if earlier is None or (earlier.passed and not event.passed):
-                self.checks[key] = event
-        else:
-            self.others.append(event)
-
-    def split(self, is_mart: Callable[[Any], bool]) -> tuple[list[Any], list[Any]]:
-        """(events upstream of the marts, mart events); checks after the outputs they check."""
-        events = [*self.others, *self.outputs.values(), *self.checks.values()]
-        return [e for e in events if not is_mart(e)], [e for e in events if is_mart(e)]
+            digest = hashlib.sha256()
+            for part in parts:
+                stat = part.stat()
+                digest.update(f"{part.name}:{stat.st_size}:{stat.st_mtime_ns};".encode())
+            signatures[day] = digest.hexdigest()[:32]
+    return signatures
 
 
 @dbt_assets(
@@ -300,52 +240,49 @@ class BuildEvents:
     dagster_dbt_translator=gold_translator,
 )
 def gold_dbt_models(context: AssetExecutionContext, dbt: DbtCliResource, lake: LakeResource):
-    """`dbt build` over the run's knowledge dates (in as many builds as memory needs), then the
-    marts' as-of dates go to Parquet.
+    """One `dbt build` over the run's knowledge dates (a backfill of any length is one build:
+    the marts come from per-(user, day) aggregates, whose size does not multiply by the dates),
+    then the marts' as-of dates go to Parquet.
 
     First the gate: if a silver partition the run reads has a failed blocking check (gate.py),
     the run fails naming it, before dbt reads anything.
 
-    Outputs and dbt test results are folded over the builds (BuildEvents) and reported when the
-    builds are done; mart outputs (and their tests) wait for the export, so their
-    materializations carry the row counts and file paths of what was published. If a build
-    fails (a blocking dbt test, an error), the results upstream of the marts are reported and the
-    run fails before anything is exported.
+    Mart outputs (and their tests) wait for the export, so their materializations carry the row
+    counts and file paths of what was published. If the build fails (a blocking dbt test, an
+    error), the results upstream of the marts are reported and the run fails before anything is
+    exported.
     """
     min_date, max_date = knowledge_date_range(*context.partition_time_window)
     paths = lake.paths
+    memory_limit_gb()  # a malformed REFINERY_DUCKDB_MEMORY_LIMIT fails here, by name
     check_silver_gate(context, paths, min_date, max_date)
     mart_keys = {AssetKey(["gold", model]): model for model in MARTS}
     selected_marts = [mart_keys[key] for key in context.selected_asset_keys if key in mart_keys]
-    ranges = plan_builds(paths, min_date, max_date)
     targets_kept = env_int("REFINERY_DBT_TARGETS_KEPT", DEFAULT_DBT_TARGETS_KEPT, minimum=1)
-    folded = BuildEvents()
+    upstream: list[Any] = []
+    held_back: list[Any] = []
 
-    def is_mart(event: Any) -> bool:
-        return _event_asset_key(context, event) in mart_keys
-
+    invocation = dbt.cli(dbt_build_args(min_date, max_date, paths.root), context=context)
     try:
-        for number, dates in enumerate(ranges):
-            if number:
-                kill_point("gold.between_builds")
-            invocation = dbt.cli(dbt_build_args(*dates, paths.root), context=context)
-            try:
-                for event in invocation.stream():
-                    folded.add(event, dates)
-            finally:
-                prune_dbt_targets(Path(invocation.target_path), targets_kept)
+        for event in invocation.stream():
+            if _event_asset_key(context, event) in mart_keys:
+                held_back.append(event)
+            else:
+                upstream.append(event)
     except Exception:
-        # as a failed single build always did: report what is upstream of the marts, export none
-        yield from folded.split(is_mart)[0]
+        yield from upstream  # what is upstream of the marts is reported; no mart is exported
         raise
+    finally:
+        prune_dbt_targets(Path(invocation.target_path), targets_kept)
 
-    upstream, held_back = folded.split(is_mart)
     yield from upstream
     kill_point("gold.before_export")
     mart_metadata = {
         model: export_mart_metadata(paths, model, min_date, max_date)
         for model in sorted(selected_marts)
     }
+    # outputs before the checks that check them
+    held_back.sort(key=lambda event: not isinstance(event, Output))
     for event in held_back:
         if isinstance(event, Output):
             model = mart_keys[_event_asset_key(context, event)]
@@ -436,7 +373,7 @@ def mart_quality_metadata(model: str, files: list[Path]) -> dict[str, Any]:
     if not files:
         return {}
     frame = pl.read_parquet(files)
-    contract = gold_contract(model, frame.schema)
+    contract = gold_contract(model)
     passing = frame.select(contract.all_ok().sum()).item() if frame.height else 0
     newest = frame.get_column("as_of_date").max()
     newest_end = (

@@ -68,7 +68,7 @@ def build_gold_check(model: str):
         frame = pl.read_parquet(files)
         result = contract_check(
             frame,
-            gold_contract(model, frame.schema),
+            gold_contract(model),
             check_name="contract",
             asset_key=key,
             blocking=True,
