@@ -24,6 +24,30 @@ from pathlib import Path
 FLOOR_SQL = Path(__file__).with_name("floor.sql")
 FAST_FLOOR_SQL = Path(__file__).with_name("floor_fast.sql")
 ALGORITHMS = ("preaggregated", "naive")
+SOURCES = ("landing", "silver")
+BEGIN_LANDING, END_LANDING = "-- {{begin landing}}", "-- {{end landing}}"
+# --source silver: the same three tables from silver's typed, deduplicated Parquet, which is what
+# refinery's gold reads (a floor for gold alone, without parsing and validating JSON)
+SILVER_TABLES = """
+create temp table events as
+select
+    event_id, user_id, event_type, cast(timezone('UTC', event_time) as date) as event_date,
+    product_id, amount, quantity, device, session_id, cast(date as date) as arrival_date
+from read_parquet('{{silver}}/events/date=*/part-*.parquet', hive_partitioning = true,
+    hive_types = {'date': 'date'})
+where cast(date as date) <= date '{{max_date}}';
+
+create temp table users as
+select user_id, signup_date, country, birth_year, marketing_opt_in, plan,
+    cast(date as date) as snapshot_date
+from read_parquet('{{silver}}/users/date=*/part-*.parquet', hive_partitioning = true,
+    hive_types = {'date': 'date'});
+
+create temp table products as
+select product_id, category, cast(date as date) as snapshot_date
+from read_parquet('{{silver}}/products/date=*/part-*.parquet', hive_partitioning = true,
+    hive_types = {'date': 'date'});
+"""
 BEGIN_PASS, END_PASS = "-- {{begin pass}}", "-- {{end pass}}"
 LABEL_DELAY_DAYS = 10  # label horizon 7 + allowed lateness 3 (dbt_project.yml)
 # As-of dates per pass: 7 fit the 6 GB cap at 1M events/day (the size refinery's gold builds were
@@ -60,6 +84,7 @@ def render_floor_sql(
     memory_limit: str = "6GB",
     dates_per_pass: int = DATES_PER_PASS,
     algorithm: str = "naive",
+    source: str = "landing",
 ) -> str:
     """floor.sql with its placeholders filled and its per-pass block repeated for each run of
     `dates_per_pass` as-of dates. The floor keeps 6GB, twice refinery's default cap: the M and L
@@ -71,6 +96,11 @@ def render_floor_sql(
     dates = as_of_dates(date.fromisoformat(min_date), date.fromisoformat(max_date))
     if algorithm == "preaggregated":
         head, block, tail = FAST_FLOOR_SQL.read_text(), "", ""
+        if source == "silver":
+            before, rest = head.split(BEGIN_LANDING, 1)
+            head = before + SILVER_TABLES + rest.split(END_LANDING, 1)[1]
+    elif source != "landing":
+        raise ValueError("the naive floor reads landing files only")
     else:
         head, rest = FLOOR_SQL.read_text().split(BEGIN_PASS, 1)
         block, tail = rest.split(END_PASS, 1)
@@ -83,6 +113,7 @@ def render_floor_sql(
     values = {
         "as_of_dates": ", ".join(f"date '{d}'" for d in dates),
         "landing": str(Path(landing).resolve()),
+        "silver": str(Path(landing).resolve().parent / "lake" / "silver"),
         "out_dir": str(Path(out_dir).resolve()),
         "min_date": min_date,
         "max_date": max_date,
@@ -109,6 +140,10 @@ def main() -> None:
     parser.add_argument("--max-date", required=True)
     parser.add_argument("--dates-per-pass", type=int, default=DATES_PER_PASS)
     parser.add_argument("--algorithm", choices=ALGORITHMS, default="preaggregated")
+    parser.add_argument(
+        "--source", choices=SOURCES, default="landing",
+        help="silver: read the lake's silver Parquet beside --landing (DATA/lake/silver)",
+    )
     parser.add_argument("--json")
     args = parser.parse_args()
     started = time.perf_counter()
@@ -123,6 +158,7 @@ def main() -> None:
         args.max_date,
         dates_per_pass=args.dates_per_pass,
         algorithm=args.algorithm,
+        source=args.source,
     )
     started = time.perf_counter()
     statements = []
@@ -145,6 +181,7 @@ def main() -> None:
     result = {
         "stage": "floor",
         "algorithm": args.algorithm,
+        "source": args.source,
         "import_seconds": round(import_seconds, 3),
         "seconds": round(time.perf_counter() - started, 3),
         "statements": statements,

@@ -22,6 +22,7 @@ set temp_directory = '{{out_dir}}/.spill';
 create temp table as_of_dates as
 select cast(unnest([{{as_of_dates}}]) as date) as as_of_date;
 
+-- {{begin landing}}
 create temp table events as
 with landed as (
     select
@@ -80,6 +81,7 @@ select
     cast(regexp_extract(filename, '/products/([0-9-]{10})/', 1) as date) as snapshot_date
 from read_csv('{{landing}}/products/*/products.csv', all_varchar = true, filename = true);
 
+-- {{end landing}}
 -- the snapshot each as-of date sees: the latest that arrived on or before it
 create temp table snapshot_of as
 select

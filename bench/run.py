@@ -108,7 +108,9 @@ def tree_rss_kb(root: int) -> int:
     return total
 
 
-def run_measured(command: list[str], log: Path, env: dict | None = None) -> dict:
+def run_measured(
+    command: list[str], log: Path, env: dict | None = None, cwd: Path = REPO
+) -> dict:
     """Run a command as a child; return its wall time, exit code and peak RSS of its process tree.
 
     The peak is sampled every 0.2 s as the sum of VmRSS over the child and its descendants (dbt
@@ -118,7 +120,7 @@ def run_measured(command: list[str], log: Path, env: dict | None = None) -> dict
     """
     started = time.perf_counter()
     with log.open("w") as out:
-        process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, env=env, cwd=REPO)
+        process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, env=env, cwd=cwd)
         peak_kb = 0
         while process.poll() is None:
             peak_kb = max(peak_kb, tree_rss_kb(process.pid))
@@ -170,8 +172,17 @@ def fresh_lake(data_dir: Path, home: Path) -> None:
 
 
 def platform_stage(
-    stage: str, data_dir: Path, home: Path, first: date, last: date, logs: Path, tag: str
+    stage: str,
+    data_dir: Path,
+    home: Path,
+    first: date,
+    last: date,
+    logs: Path,
+    tag: str,
+    tree: Path = REPO,
 ) -> dict:
+    """One stage in a fresh process; `tree`: the checkout whose code runs (another commit's
+    worktree for a before/after comparison)."""
     out = logs / f"{tag}-{stage}.json"
     measured = run_measured(
         [
@@ -181,6 +192,7 @@ def platform_stage(
             "--training-config", json.dumps(TRAINING_CONFIG), "--json", str(out),
         ],
         logs / f"{tag}-{stage}.log",
+        cwd=tree,
     )  # fmt: skip
     if measured["exit_code"] != 0:
         tail = (logs / f"{tag}-{stage}.log").read_text()[-2000:]

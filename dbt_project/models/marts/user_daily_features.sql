@@ -87,9 +87,8 @@ additive_intervals as (
 
 ),
 
--- distinct keys: a key's intervals (one per day and arrival it occurred on) merged where they
--- overlap, so it counts once per as-of date. Both windows below order by a unique key: with ties,
--- the island numbering would depend on the order DuckDB's threads deliver equal rows.
+-- distinct keys: one interval per day and arrival a key occurred on; overlapping intervals of a
+-- key must count once per as-of date
 key_intervals as (
 
     {%- for measure, spec in distinct.items() %}
@@ -99,9 +98,7 @@ key_intervals as (
         '{{ measure }}' as measure,
         {{ "cast(event_date as varchar)" if kind == 'day' else "key" }} as key,
         greatest(event_date, arrival_date, {{ first }}) as first_day,
-        least(event_date + {{ days - 1 }}, {{ last }}) as last_day,
-        event_date,
-        arrival_date
+        least(event_date + {{ days - 1 }}, {{ last }}) as last_day
     from {{ "day_events" if kind == 'day' else "day_keys" }}
     where arrival_date >= {{ date_literal(days_before(as_of[0], window_days - 1)) }}
         {%- if kind != 'day' %} and kind = '{{ kind }}'{% endif %}
@@ -115,7 +112,7 @@ key_reach as (
     select
         *,
         max(last_day) over (
-            partition by user_id, measure, key order by first_day, last_day, event_date, arrival_date
+            partition by user_id, measure, key order by first_day
             rows between unbounded preceding and 1 preceding
         ) as reach
     from key_intervals
@@ -123,23 +120,31 @@ key_reach as (
 
 ),
 
-key_islands as (
+-- what each interval adds to the union of its key's earlier-starting intervals: the days after
+-- their reach. Those pieces are disjoint and cover the union, so +1 / -1 on them counts each key
+-- once per date; ties in first_day may split the pieces differently, never their sum per day.
+key_pieces as (
 
-    select
-        *,
-        sum(case when reach is null or first_day > reach then 1 else 0 end) over (
-            partition by user_id, measure, key order by first_day, last_day, event_date, arrival_date
-            rows unbounded preceding
-        ) as island
+    select user_id, measure, greatest(first_day, reach + 1) as first_day, last_day
     from key_reach
+    where reach is null or last_day > reach
 
 ),
 
-merged_keys as (
+key_deltas as (
 
-    select user_id, measure, min(first_day) as first_day, max(last_day) as last_day
-    from key_islands
-    group by user_id, measure, key, island
+    select
+        user_id,
+        change_day
+        {%- for measure in distinct %},
+        sum(delta) filter (where measure = '{{ measure }}') as {{ measure }}
+        {%- endfor %}
+    from (
+        select user_id, measure, first_day as change_day, 1 as delta from key_pieces
+        union all
+        select user_id, measure, last_day + 1, -1 from key_pieces where last_day < {{ last }}
+    ) as signed
+    group by user_id, change_day
 
 ),
 
@@ -155,13 +160,9 @@ deltas as (
         {%- for measure in measures %}, -{{ measure }}{% endfor %}
     from additive_intervals where first_day <= last_day and last_day < {{ last }}
     union all
-    select user_id, first_day, null, null
-        {%- for measure in measures %}, (measure = '{{ measure }}')::integer{% endfor %}
-    from merged_keys
-    union all
-    select user_id, last_day + 1, null, null
-        {%- for measure in measures %}, -(measure = '{{ measure }}')::integer{% endfor %}
-    from merged_keys where last_day < {{ last }}
+    select user_id, change_day, null, null
+        {%- for measure in measures %}, {{ "coalesce(" ~ measure ~ ", 0)" if measure in distinct else "0" }}{% endfor %}
+    from key_deltas
     union all
     -- recency of purchase looks further back than the window (recency_lookback_days)
     select user_id, greatest(event_date, arrival_date, {{ first }}), null, event_date
