@@ -1,0 +1,240 @@
+"""Screenshots of the Dagster UI over a small demo lake, taken in a real headless Chromium.
+
+    uv run python scripts/screenshots.py            # build the lake once, then screenshot
+    uv run python scripts/screenshots.py --rebuild  # start from an empty data root
+
+1. A small lake under `data/screenshots/` (its own `REFINERY_DATA_DIR` and `DAGSTER_HOME`):
+   refinery-synth lands 40 days ending yesterday (300 users, 3,000 events a day, faults on);
+   bronze and silver run one partition at a time through `ingest_job`, gold and the online
+   store in one `--partition-range` run. A lake that is already built is reused; `--rebuild`
+   starts over. Then, every time, `ml/training_dataset` and `ml/feature_drift_report` by the
+   code as it is now (a 21-day window, 7 warm-up days: the defaults need 68 days of data).
+2. `dagster-webserver` on 127.0.0.1 (a free port) over that instance: the webserver alone, no
+   daemon, so no sensor changes the lake between two pictures.
+3. Playwright drives Debian's Chromium (`/usr/bin/chromium`, `--chromium`), dismisses the
+   first-visit dialogs and saves PNGs to `docs/screenshots/` (`--out`).
+
+Needs the `playwright` Python package (no browser download: the system Chromium is used) and
+Chromium (`apt-get install -y chromium`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+DAYS, USERS, EVENTS_PER_DAY, SEED = 40, 300, 3_000, 5
+LAKE_ENV = {
+    "REFINERY_TRAINING_WINDOW_DAYS": "21",
+    "REFINERY_FEATURE_WARMUP_DAYS": "7",
+    "REFINERY_DRIFT_WINDOW_DAYS": "3",
+    "REFINERY_LANDING_SETTLE_SECONDS": "0",
+}
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking"]
+
+# (file name, path in the UI, what must be on the page before the picture is taken)
+PAGES = [
+    ("asset-graph.png", "/asset-groups", "silver/events"),
+    ("silver-events-partitions.png", "/assets/silver/events?view=partitions", "Partitions"),
+    ("training-dataset-checks.png", "/assets/ml/training_dataset?view=checks", "split_label_rates"),
+    ("training-dataset-overview.png", "/assets/ml/training_dataset", "Columns"),
+    ("training-dataset-metadata.png", "/assets/ml/training_dataset?view=events", "splits"),
+    ("drift-report-checks.png", "/assets/ml/feature_drift_report?view=checks", "drift_verdict"),
+    ("user-daily-features-columns.png", "/assets/gold/user_daily_features", "Columns"),
+]
+
+
+def say(text: str) -> None:
+    print(f"== {text}", flush=True)
+
+
+def run(cmd: list[str], env: dict[str, str]) -> None:
+    print("$ " + " ".join(cmd), flush=True)
+    subprocess.run(cmd, check=True, env=env, cwd=REPO)
+
+
+def lake_env(root: Path) -> dict[str, str]:
+    home = root / "dagster_home"
+    return {
+        **os.environ,
+        **LAKE_ENV,
+        "REFINERY_DATA_DIR": str(root),
+        "DAGSTER_HOME": str(home),
+        "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",
+    }
+
+
+def build_lake(root: Path) -> None:
+    """Land, ingest, build gold, publish a training set and a drift report (once)."""
+    env = lake_env(root)
+    home = Path(env["DAGSTER_HOME"])
+    home.mkdir(parents=True, exist_ok=True)
+    shutil.copy(REPO / "dagster_home" / "dagster.yaml", home / "dagster.yaml")
+    end = datetime.now(UTC).date() - timedelta(days=1)
+    start = end - timedelta(days=DAYS - 1)
+    say(f"refinery-synth: {DAYS} days {start}..{end} into {root}")
+    run(
+        [str(BIN / "refinery-synth"), "--data-dir", str(root), "--start", start.isoformat(),
+         "--days", str(DAYS), "--users", str(USERS), "--events-per-day", str(EVENTS_PER_DAY),
+         "--seed", str(SEED), "--fault-rate", "0.003", "--quiet"],
+        env,
+    )
+    say("bronze + silver, one ingest_job run per arrival date")
+    script = (
+        "import sys\n"
+        "from datetime import date, timedelta\n"
+        "from dagster import AssetKey, DagsterInstance\n"
+        "from refinery.definitions import defs\n"
+        "job = defs.resolve_job_def('ingest_job')\n"
+        "keys = [AssetKey([l, t]) for l in ('bronze', 'silver') for t in ('events', 'users', 'products')]\n"
+        "instance = DagsterInstance.get()\n"
+        "start, days = date.fromisoformat(sys.argv[1]), int(sys.argv[2])\n"
+        "for d in range(days):\n"
+        "    p = (start + timedelta(days=d)).isoformat()\n"
+        "    r = job.execute_in_process(partition_key=p, instance=instance, asset_selection=keys,\n"
+        "        raise_on_error=False,\n"
+        "        run_config={'loggers': {'console': {'config': {'log_level': 'WARNING'}}}})\n"
+        "    print(p, 'ok' if r.success else 'FAILED', flush=True)\n"
+    )
+    run([sys.executable, "-c", script, start.isoformat(), str(DAYS)], env)
+    say("gold + online store: one run over the range")
+    run(
+        [str(BIN / "dagster"), "asset", "materialize", "-m", "refinery.definitions",
+         "--select", "group:gold or group:online",
+         "--partition-range", f"{start.isoformat()}...{end.isoformat()}"],
+        env,
+    )
+    (root / ".screenshots-lake-ready").write_text(f"{start}..{end}\n")
+
+
+def build_ml(root: Path) -> None:
+    """The training set and the drift report, by the code as it is now (every run: seconds)."""
+    for key in ("ml/training_dataset", "ml/feature_drift_report"):
+        say(key)
+        run([str(BIN / "dagster"), "asset", "materialize", "-m", "refinery.definitions",
+             "--select", key], lake_env(root))
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_http(url: str, process: subprocess.Popen, timeout: float = 240) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"the webserver exited with {process.returncode}")
+        try:
+            with urllib.request.urlopen(url, timeout=5) as response:
+                if response.status == 200:
+                    return
+        except OSError:
+            time.sleep(1)
+    raise TimeoutError(f"{url} did not answer in {timeout:.0f} s")
+
+
+def dismiss_dialogs(page) -> None:
+    """Close whatever first-visit dialog the UI shows (What's new, telemetry, tours)."""
+    for _ in range(3):
+        closed = False
+        for label in ("Dismiss", "Got it", "Close", "No thanks", "Skip", "Done"):
+            button = page.get_by_role("button", name=label, exact=True)
+            if button.count() and button.first.is_visible():
+                button.first.click()
+                closed = True
+                page.wait_for_timeout(300)
+        if page.locator("[role=dialog]").count() and page.locator("[role=dialog]").first.is_visible():
+            page.keyboard.press("Escape")
+            page.wait_for_timeout(300)
+            closed = True
+        if not closed:
+            return
+
+
+def screenshot(base: str, out: Path, chromium: str) -> list[Path]:
+    from playwright.sync_api import TimeoutError as PlaywrightTimeout
+    from playwright.sync_api import sync_playwright
+
+    out.mkdir(parents=True, exist_ok=True)
+    saved = []
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=chromium, headless=True, args=CHROMIUM_ARGS)
+        page = browser.new_page(viewport={"width": 1600, "height": 1000})
+        page.goto(base + "/", wait_until="networkidle")
+        page.wait_for_timeout(1500)
+        dismiss_dialogs(page)
+        for name, path, expect in PAGES:
+            page.goto(base + path, wait_until="networkidle")
+            try:
+                page.get_by_text(expect).first.wait_for(timeout=30_000)
+            except PlaywrightTimeout:
+                print(f"  ! {path}: {expect!r} never appeared; the picture shows what did")
+            page.wait_for_timeout(2000)
+            dismiss_dialogs(page)
+            target = out / name
+            page.screenshot(path=str(target), full_page=True)
+            print(f"  {target.relative_to(REPO) if target.is_relative_to(REPO) else target}")
+            saved.append(target)
+        browser.close()
+    return saved
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--data-dir", type=Path, default=REPO / "data" / "screenshots")
+    parser.add_argument("--out", type=Path, default=REPO / "docs" / "screenshots")
+    parser.add_argument("--chromium", default=shutil.which("chromium") or "/usr/bin/chromium")
+    parser.add_argument("--rebuild", action="store_true", help="start from an empty data root")
+    parser.add_argument("--build-only", action="store_true", help="build the lake up to gold")
+    args = parser.parse_args(argv)
+    root = args.data_dir.resolve()
+    if args.rebuild and root.exists():
+        shutil.rmtree(root)
+    if not (root / ".screenshots-lake-ready").exists():
+        if root.exists():
+            shutil.rmtree(root)  # a half-built lake from an interrupted run
+        build_lake(root)
+    else:
+        say(f"reusing the lake in {root} ({(root / '.screenshots-lake-ready').read_text().strip()})")
+    if args.build_only:
+        return 0
+    build_ml(root)
+    if not Path(args.chromium).exists():
+        raise SystemExit(f"no Chromium at {args.chromium}: apt-get install -y chromium")
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    say(f"dagster-webserver on {base}")
+    log = (root / "webserver.log").open("w")
+    server = subprocess.Popen(
+        [str(BIN / "dagster-webserver"), "-m", "refinery.definitions", "-h", "127.0.0.1",
+         "-p", str(port)],
+        env=lake_env(root), cwd=REPO, stdout=log, stderr=subprocess.STDOUT,
+    )
+    try:
+        wait_http(base + "/server_info", server)
+        say(f"Chromium ({args.chromium}) → {args.out}")
+        screenshot(base, args.out.resolve(), args.chromium)
+    finally:
+        server.terminate()
+        try:
+            server.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            server.kill()
+        log.close()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
