@@ -16,9 +16,6 @@ from refinery.resources.registry import DvcRegistry
 # ingest_job runs one arrival date at a time by design: bronze/silver are one partition per run,
 # gold (single-run backfills) accepts that too. Dagster warns about the mix; nothing to act on.
 warnings.filterwarnings("ignore", message="Asset job ingest_job materializes assets with varying")
-# use_user_code_server is beta in Dagster 1.13; refinery depends on it knowingly
-# (refinery.sensors.drift_report_automation).
-warnings.filterwarnings("ignore", message="Parameter `use_user_code_server`")
 
 
 def _platform() -> Definitions:

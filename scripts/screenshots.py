@@ -4,11 +4,11 @@
     uv run python scripts/screenshots.py --rebuild  # start from an empty data root
 
 1. A small lake under `data/screenshots/` (its own `REFINERY_DATA_DIR` and `DAGSTER_HOME`):
-   refinery-synth lands 40 days ending yesterday (300 users, 3,000 events a day, faults on);
+   refinery-synth lands 61 days ending yesterday (300 users, 3,000 events a day, faults on);
    bronze and silver run one partition at a time through `ingest_job`, gold and the online
    store in one `--partition-range` run. A lake that is already built is reused; `--rebuild`
    starts over. Then, every time, `ml/training_dataset` and `ml/feature_drift_report` by the
-   code as it is now (a 21-day window, 7 warm-up days: the defaults need 68 days of data).
+   code as it is now (a 21-day window instead of 28, so 61 days of data suffice).
 2. `dagster-webserver` on 127.0.0.1 (a free port) over that instance: the webserver alone, no
    daemon, so no sensor changes the lake between two pictures.
 3. Playwright drives Debian's Chromium (`/usr/bin/chromium`, `--chromium`), dismisses the
@@ -33,10 +33,11 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
-DAYS, USERS, EVENTS_PER_DAY, SEED = 40, 300, 3_000, 5
+# 30 warm-up days (the 30-day features fill up) + a 21-day training window + 10 days until the
+# newest window date's label is written
+DAYS, USERS, EVENTS_PER_DAY, SEED = 61, 300, 3_000, 5
 LAKE_ENV = {
     "REFINERY_TRAINING_WINDOW_DAYS": "21",
-    "REFINERY_FEATURE_WARMUP_DAYS": "7",
     "REFINERY_DRIFT_WINDOW_DAYS": "3",
     "REFINERY_LANDING_SETTLE_SECONDS": "0",
 }

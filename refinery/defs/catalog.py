@@ -99,7 +99,8 @@ def source_code_version(module: ModuleType) -> str:
     """sha256 (first 16 hex) of the module's source and its direct refinery imports."""
     digest = hashlib.sha256()
     for path in sorted(_module_files(module)):
-        digest.update(path.relative_to(REPO_ROOT).as_posix().encode() + b"\0")
+        name = path.relative_to(REPO_ROOT) if path.is_relative_to(REPO_ROOT) else path.name
+        digest.update(str(name).encode() + b"\0")
         digest.update(path.read_bytes())
     return digest.hexdigest()[:16]
 

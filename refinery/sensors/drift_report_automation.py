@@ -5,9 +5,12 @@ in `refinery.assets.ml.drift_report`); the job is the same refresh by hand, thro
 queue:  `dagster job launch -w workspace.yaml -j drift_report_job`.
 """
 
+import warnings
+
 from dagster import (
     AssetSelection,
     AutomationConditionSensorDefinition,
+    BetaWarning,
     DefaultSensorStatus,
     define_asset_job,
 )
@@ -22,16 +25,19 @@ drift_report_job = define_asset_job(
     "new gold days and new training-set versions).",
 )
 
-drift_report_automation = AutomationConditionSensorDefinition(
-    "drift_report_automation",
-    target=AssetSelection.assets(REPORT_KEY),
-    default_status=DefaultSensorStatus.RUNNING,
-    minimum_interval_seconds=sensor_interval(),
-    # The report's condition has a custom part (ReferenceOutdated reads the training set's
-    # version tag): custom conditions are evaluated in the code server, not in the daemon.
-    use_user_code_server=True,
-    description=(
-        "Refreshes ml/feature_drift_report after new gold days or a newly published "
-        "training-set version (a rebuild that published nothing does not count)."
-    ),
-)
+with warnings.catch_warnings():
+    # use_user_code_server is beta in Dagster 1.13; refinery depends on it knowingly
+    warnings.filterwarnings("ignore", category=BetaWarning, message=".*use_user_code_server")
+    drift_report_automation = AutomationConditionSensorDefinition(
+        "drift_report_automation",
+        target=AssetSelection.assets(REPORT_KEY),
+        default_status=DefaultSensorStatus.RUNNING,
+        minimum_interval_seconds=sensor_interval(),
+        # The report's condition has a custom part (ReferenceOutdated reads the training set's
+        # version tag): custom conditions are evaluated in the code server, not in the daemon.
+        use_user_code_server=True,
+        description=(
+            "Refreshes ml/feature_drift_report after new gold days or a newly published "
+            "training-set version (a rebuild that published nothing does not count)."
+        ),
+    )

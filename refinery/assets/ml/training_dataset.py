@@ -168,19 +168,35 @@ COLUMN_DESCRIPTIONS = {
 }
 
 
-def column_schema(frames: dict[str, Any]) -> TableSchema:
-    """The columns of the split files, with their Polars types; nullable where a split has a
-    null (keys and the label never do)."""
+def upstream_column_descriptions(context: AssetExecutionContext) -> dict[str, str]:
+    """Column descriptions of gold/training_examples as dbt documents them (empty when the
+    asset runs in a job without gold's definitions, as in unit tests)."""
+    graph = context.job_def.asset_layer.asset_graph
+    if not graph.has(TRAINING_EXAMPLES):
+        return {}
+    schema = graph.get(TRAINING_EXAMPLES).metadata.get("dagster/column_schema")
+    columns = getattr(schema, "columns", None) or []
+    return {c.name: c.description for c in columns if c.description}
+
+
+def column_schema(
+    frames: dict[str, Any], described: dict[str, str] | None = None
+) -> TableSchema:
+    """The columns of the split files, with their Polars types (the types in the files);
+    nullable where a split has a null (keys and the label never do). Descriptions: gold's dbt
+    documentation of the column, else its role."""
+    described = described or {}
     train = frames["train"]
     columns = []
     for name, dtype in train.schema.items():
         nulls = sum(int(frame[name].null_count()) for frame in frames.values())
         kind = "categorical" if str(dtype) == "String" else "numeric"
+        own = COLUMN_DESCRIPTIONS.get(name) if name in (*KEY_COLUMNS, LABEL_COLUMN) else None
         columns.append(
             TableColumn(
                 name=name,
                 type=str(dtype),
-                description=COLUMN_DESCRIPTIONS.get(name, f"{kind} feature"),
+                description=own or described.get(name) or f"{kind} feature",
                 constraints=TableColumnConstraints(nullable=nulls > 0),
                 tags={"role": "key" if name in KEY_COLUMNS else
                       "label" if name == LABEL_COLUMN else "feature"},
@@ -313,13 +329,15 @@ def training_dataset(
         outcomes = evaluate_split_checks(
             read_written_splits(written.directory), spec.gap_days, config.max_label_rate_ratio
         )
-        blocked = [o for o in outcomes if o.blocking and not o.passed]
+        # a failed ERROR check (the blocking ones, or a split with one class only) stops
+        # the publish; a WARN is recorded and the version published
+        blocked = [o for o in outcomes if o.severity == "ERROR" and not o.passed]
         if blocked:
             # the check results are recorded, then the run fails: nothing is published
             for outcome in outcomes:
                 yield check_result(outcome)
             raise TrainingSetError(
-                "blocking check(s) failed, nothing published: "
+                "check(s) failed with severity ERROR, nothing published: "
                 + "; ".join(f"{o.name}: {o.description}" for o in blocked)
                 + f". The written files are in {written.directory}."
             )
@@ -348,7 +366,7 @@ def training_dataset(
             "features": len(features),
             "upstream_partitions": len(upstream_partitions),
             "splits": split_table(metadata),
-            "dagster/column_schema": column_schema(splits),
+            "dagster/column_schema": column_schema(splits, upstream_column_descriptions(context)),
             "dagster/row_count": sum(metadata["splits"][name]["rows"] for name in SPLIT_NAMES),
         },
         check_results=[check_result(o) for o in outcomes],
