@@ -43,15 +43,59 @@ LAKE_ENV = {
 }
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking"]
 
-# (file name, path in the UI, what must be on the page before the picture is taken)
+VIEWPORT = {"width": 2000, "height": 1250}
+
+
+def expand_graph(page) -> None:
+    """Every group expanded (the graph's own shortcut, Alt+E), owners and freshness shown on
+    each node (the node-facets menu, the second-lowest of the graph's bottom-right buttons)."""
+    page.keyboard.press("Alt+e")
+    page.wait_for_timeout(2500)
+    corner = [
+        b for b in page.locator("button").all()
+        if (box := b.bounding_box()) and box["x"] > VIEWPORT["width"] - 120
+        and box["y"] > VIEWPORT["height"] - 200
+    ]
+    corner.sort(key=lambda b: b.bounding_box()["y"])
+    if len(corner) >= 2:
+        corner[-2].click()
+        page.wait_for_timeout(500)
+        for facet in ("Owner", "Freshness"):
+            item = page.get_by_text(facet, exact=True)
+            if item.count():
+                item.first.click()
+                page.wait_for_timeout(300)
+        page.keyboard.press("Escape")
+        page.wait_for_timeout(1500)
+
+
+def scroll_to(text: str):
+    def action(page) -> None:
+        target = page.get_by_text(text, exact=True)
+        if target.count():
+            target.first.scroll_into_view_if_needed()
+            page.wait_for_timeout(500)
+
+    return action
+
+
+# (file name, path in the UI, what must be on the page first, what to do before the picture,
+#  whole page or the window as it is)
 PAGES = [
-    ("asset-graph.png", "/asset-groups", "silver/events"),
-    ("silver-events-partitions.png", "/assets/silver/events?view=partitions", "Partitions"),
-    ("training-dataset-checks.png", "/assets/ml/training_dataset?view=checks", "split_label_rates"),
-    ("training-dataset-overview.png", "/assets/ml/training_dataset", "Columns"),
-    ("training-dataset-metadata.png", "/assets/ml/training_dataset?view=events", "splits"),
-    ("drift-report-checks.png", "/assets/ml/feature_drift_report?view=checks", "drift_verdict"),
-    ("user-daily-features-columns.png", "/assets/gold/user_daily_features", "Columns"),
+    ("asset-graph.png", "/asset-groups", "silver", expand_graph, False),
+    ("silver-events-partitions.png", "/assets/silver/events?view=partitions", "Partitions",
+     None, False),
+    ("training-dataset-checks.png", "/assets/ml/training_dataset?view=checks",
+     "split_label_rates", None, False),
+    ("training-dataset-overview.png", "/assets/ml/training_dataset", "Columns", None, False),
+    ("training-dataset-metadata.png", "/assets/ml/training_dataset?view=events", "splits",
+     scroll_to("splits"), False),
+    ("drift-report-checks.png", "/assets/ml/feature_drift_report?view=checks", "drift_verdict",
+     None, False),
+    ("drift-report-metadata.png", "/assets/ml/feature_drift_report?view=events", "verdict",
+     None, False),
+    ("user-daily-features-columns.png", "/assets/gold/user_daily_features", "Columns",
+     scroll_to("Columns"), False),
 ]
 
 
@@ -172,20 +216,22 @@ def screenshot(base: str, out: Path, chromium: str) -> list[Path]:
     saved = []
     with sync_playwright() as pw:
         browser = pw.chromium.launch(executable_path=chromium, headless=True, args=CHROMIUM_ARGS)
-        page = browser.new_page(viewport={"width": 1600, "height": 1000})
+        page = browser.new_page(viewport=VIEWPORT)
         page.goto(base + "/", wait_until="networkidle")
         page.wait_for_timeout(1500)
         dismiss_dialogs(page)
-        for name, path, expect in PAGES:
+        for name, path, expect, action, full_page in PAGES:
             page.goto(base + path, wait_until="networkidle")
             try:
-                page.get_by_text(expect).first.wait_for(timeout=30_000)
+                page.get_by_text(expect, exact=True).first.wait_for(timeout=30_000)
             except PlaywrightTimeout:
                 print(f"  ! {path}: {expect!r} never appeared; the picture shows what did")
             page.wait_for_timeout(2000)
             dismiss_dialogs(page)
+            if action is not None:
+                action(page)
             target = out / name
-            page.screenshot(path=str(target), full_page=True)
+            page.screenshot(path=str(target), full_page=full_page)
             print(f"  {target.relative_to(REPO) if target.is_relative_to(REPO) else target}")
             saved.append(target)
         browser.close()

@@ -406,7 +406,7 @@ def test_asset_records_schema_split_table_and_checks(tmp_path: Path) -> None:
     assert all(c.passed for c in checks.values())
 
 
-def test_a_test_split_without_positives_fails_its_check_and_publishes_nothing(
+def test_a_test_split_without_positives_fails_its_check_with_severity_error(
     tmp_path: Path,
 ) -> None:
     from refinery.datasets import latest_version
@@ -418,10 +418,34 @@ def test_a_test_split_without_positives_fails_its_check_and_publishes_nothing(
         path = gold / f"as_of_date={START + timedelta(days=offset)}" / "data.parquet"
         pl.read_parquet(path).with_columns(pl.lit(0, pl.Int8).alias("label")).write_parquet(path)
     result = materialize_training_set(root)
-    assert not result.success
+    assert result.success
     checks = check_evaluations(result)
     labels = checks["split_label_rates"]
     assert not labels.passed and labels.severity.value == "ERROR"
+    assert "one class only in test" in labels.description
     assert checks["splits_disjoint"].passed and checks["split_gaps"].passed
+    assert latest_version(registry=root / "registry") == "training_set@v1.0.0"  # not blocking
+
+
+def test_a_cutter_that_leaks_rows_is_stopped_before_the_publish(tmp_path: Path, monkeypatch):
+    """A bug injected into the cut (a train row copied into validation): the blocking check
+    fails on the files as written, the run fails and the registry stays empty."""
+    import refinery.assets.ml.training_dataset as module
+    from refinery.datasets import latest_version
+
+    cut = module.split_examples
+
+    def leaky(examples, split_dates):
+        splits = cut(examples, split_dates)
+        return {**splits, "validation": pl.concat([splits["validation"], splits["train"][:2]])}
+
+    monkeypatch.setattr(module, "split_examples", leaky)
+    root = tmp_path / "data"
+    write_gold(root / "lake/gold/training_examples", days=21, users=30, seed=5)
+    result = materialize_training_set(root)
+    assert not result.success
+    checks = check_evaluations(result)
+    assert not checks["splits_disjoint"].passed
+    assert checks["splits_disjoint"].metadata["overlapping_rows"].value == 2
     assert latest_version(registry=root / "registry") is None
-    assert (root / "lake/ml/training_dataset/test.parquet").exists()  # there to look at
+    assert (root / "lake/ml/training_dataset/validation.parquet").exists()  # there to look at

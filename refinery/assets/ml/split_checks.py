@@ -12,9 +12,9 @@ files that are about to be published and verify it, independently of how they we
   are undefined): each split's positive rate, and validation's and test's within a factor
   `max_ratio` (default 2) of train's.
 
-A failed check of severity ERROR stops the publish: the run fails after recording the results,
-nothing reaches the registry, and the written files stay in `lake/ml/training_dataset/` to look
-at. A WARN is recorded and the version published.
+A failed blocking check stops the publish: the run fails after recording the results, nothing
+reaches the registry, and the written files stay in `lake/ml/training_dataset/` to look at.
+`split_label_rates` does not block: its ERROR or WARN is recorded and the version published.
 """
 
 from __future__ import annotations

@@ -329,15 +329,15 @@ def training_dataset(
         outcomes = evaluate_split_checks(
             read_written_splits(written.directory), spec.gap_days, config.max_label_rate_ratio
         )
-        # a failed ERROR check (the blocking ones, or a split with one class only) stops
-        # the publish; a WARN is recorded and the version published
-        blocked = [o for o in outcomes if o.severity == "ERROR" and not o.passed]
+        # a failed blocking check (rows or dates in two splits, a gap too short) stops the
+        # publish; split_label_rates is recorded (ERROR or WARN) and the version published
+        blocked = [o for o in outcomes if o.blocking and not o.passed]
         if blocked:
             # the check results are recorded, then the run fails: nothing is published
             for outcome in outcomes:
                 yield check_result(outcome)
             raise TrainingSetError(
-                "check(s) failed with severity ERROR, nothing published: "
+                "blocking check(s) failed, nothing published: "
                 + "; ".join(f"{o.name}: {o.description}" for o in blocked)
                 + f". The written files are in {written.directory}."
             )
