@@ -1,7 +1,7 @@
 """Screenshots of the Dagster UI over a small demo lake, taken in a real headless Chromium.
 
-    uv run python scripts/screenshots.py            # build the lake once, then screenshot
-    uv run python scripts/screenshots.py --rebuild  # start from an empty data root
+    uv run --with playwright python scripts/screenshots.py            # build once, then shoot
+    uv run --with playwright python scripts/screenshots.py --rebuild  # from an empty data root
 
 1. A small lake under `data/screenshots/` (its own `REFINERY_DATA_DIR` and `DAGSTER_HOME`):
    refinery-synth lands 61 days ending yesterday (300 users, 3,000 events a day, faults on);
@@ -9,13 +9,16 @@
    store in one `--partition-range` run. A lake that is already built is reused; `--rebuild`
    starts over. Then, every time, `ml/training_dataset` and `ml/feature_drift_report` by the
    code as it is now (a 21-day window instead of 28, so 61 days of data suffice).
-2. `dagster-webserver` on 127.0.0.1 (a free port) over that instance: the webserver alone, no
-   daemon, so no sensor changes the lake between two pictures.
+2. `dagster-webserver` on 127.0.0.1 (a free port) and `dagster-daemon` over that instance, with
+   freshness evaluation enabled in it (every 5 s): the freshness states in the pictures are
+   evaluated, not "Not evaluated". The daemon also ticks the sensors, as under `make dev`: they
+   find nothing new to ingest and no drift to act on in this lake.
 3. Playwright drives Debian's Chromium (`/usr/bin/chromium`, `--chromium`), dismisses the
    first-visit dialogs and saves PNGs to `docs/screenshots/` (`--out`).
 
-Needs the `playwright` Python package (no browser download: the system Chromium is used) and
-Chromium (`apt-get install -y chromium`).
+Needs the `playwright` Python package (`--with playwright` above, or the dev dependency; no
+browser download: the system Chromium is used) and Chromium (`apt-get install -y chromium`).
+About 5 minutes on 2 cores the first time (the lake), 2 minutes after that.
 """
 
 from __future__ import annotations
@@ -119,12 +122,21 @@ def lake_env(root: Path) -> dict[str, str]:
     }
 
 
+def write_instance_yaml(home: Path) -> None:
+    """The repo's instance settings, plus freshness evaluation (the daemon's freshness loop
+    is off unless the instance enables it)."""
+    home.mkdir(parents=True, exist_ok=True)
+    text = (REPO / "dagster_home" / "dagster.yaml").read_text()
+    if "\nfreshness:" not in text:
+        text += "freshness:\n  enabled: true\n"
+    (home / "dagster.yaml").write_text(text)
+
+
 def build_lake(root: Path) -> None:
     """Land, ingest, build gold, publish a training set and a drift report (once)."""
     env = lake_env(root)
     home = Path(env["DAGSTER_HOME"])
-    home.mkdir(parents=True, exist_ok=True)
-    shutil.copy(REPO / "dagster_home" / "dagster.yaml", home / "dagster.yaml")
+    write_instance_yaml(home)
     end = datetime.now(UTC).date() - timedelta(days=1)
     start = end - timedelta(days=DAYS - 1)
     say(f"refinery-synth: {DAYS} days {start}..{end} into {root}")
@@ -263,22 +275,34 @@ def main(argv: list[str] | None = None) -> int:
     port = free_port()
     base = f"http://127.0.0.1:{port}"
     say(f"dagster-webserver on {base}")
+    env = {**lake_env(root), "FRESHNESS_DAEMON_INTERVAL_SECONDS": "5"}
+    write_instance_yaml(Path(env["DAGSTER_HOME"]))
     log = (root / "webserver.log").open("w")
-    server = subprocess.Popen(
-        [str(BIN / "dagster-webserver"), "-m", "refinery.definitions", "-h", "127.0.0.1",
-         "-p", str(port)],
-        env=lake_env(root), cwd=REPO, stdout=log, stderr=subprocess.STDOUT,
-    )
+    processes = [
+        subprocess.Popen(
+            [str(BIN / "dagster-webserver"), "-m", "refinery.definitions", "-h", "127.0.0.1",
+             "-p", str(port)],
+            env=env, cwd=REPO, stdout=log, stderr=subprocess.STDOUT,
+        ),
+        subprocess.Popen(
+            [str(BIN / "dagster-daemon"), "run", "-m", "refinery.definitions"],
+            env=env, cwd=REPO, stdout=log, stderr=subprocess.STDOUT,
+        ),
+    ]
     try:
-        wait_http(base + "/server_info", server)
+        wait_http(base + "/server_info", processes[0])
+        say("waiting 40 s for the daemon's first freshness evaluations")
+        time.sleep(40)
         say(f"Chromium ({args.chromium}) → {args.out}")
         screenshot(base, args.out.resolve(), args.chromium)
     finally:
-        server.terminate()
-        try:
-            server.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            server.kill()
+        for process in processes:
+            process.terminate()
+        for process in processes:
+            try:
+                process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                process.kill()
         log.close()
     return 0
 
