@@ -4,12 +4,16 @@ The first partition is the first day that landed, so the UI's "N% filled" counts
 could hold data, not days since a made-up start:
 
 1. `REFINERY_PARTITIONS_START` (YYYY-MM-DD) wins when set: older backfills, or a fixed axis.
-2. Otherwise the earliest arrival date found under the data root (`REFINERY_DATA_DIR`): a
+2. Otherwise, when `REFINERY_DATA_DIR` names the data root (make setup's `.env` does, for
+   every `dagster` command run from the repo, and every make target exports it), the earliest
+   arrival date found under it: a
    `landing/<source>/<YYYY-MM-DD>/` folder holding at least one file, or an ingested
    `lake/bronze/<source>/date=<YYYY-MM-DD>/` partition (so pruning landing/ never shrinks the
    axis under data already in the lake). Dates before 2000-01-01 or after today are not
    arrival dates and never move the start (landing_sensor names them instead).
-3. Nothing landed yet: `DEFAULT_PARTITIONS_START`.
+3. Nothing landed yet, or no `REFINERY_DATA_DIR`: `DEFAULT_PARTITIONS_START`. (A process
+   without it, such as pytest importing the code location, never reads the repo's `./data`:
+   a demo lake there must not move the start past the dates of the tests' own lakes.)
 
 Reading the data root when the code location loads is a side effect, but a bounded, read-only
 one: three folder listings of landing/ and of lake/bronze/ (no file is opened, nothing is
@@ -30,7 +34,7 @@ from pathlib import Path
 
 from dagster import DailyPartitionsDefinition
 
-from refinery.resources.lake import SOURCES, data_dir_from_env
+from refinery.resources.lake import SOURCES
 
 DEFAULT_PARTITIONS_START = "2025-01-01"
 # No arrival date is older than the oldest event time the silver contract accepts.
@@ -91,11 +95,9 @@ def partitions_start(
             raise ValueError(f"REFINERY_PARTITIONS_START={explicit!r} is not a YYYY-MM-DD date")
         return explicit
     if data_root is None:
-        data_root = (
-            Path(environ["REFINERY_DATA_DIR"]).resolve()
-            if environ.get("REFINERY_DATA_DIR")
-            else data_dir_from_env()
-        )
+        if not environ.get("REFINERY_DATA_DIR"):
+            return DEFAULT_PARTITIONS_START
+        data_root = Path(environ["REFINERY_DATA_DIR"]).resolve()
     first = first_arrival_date(data_root, today)
     return first.isoformat() if first else DEFAULT_PARTITIONS_START
 

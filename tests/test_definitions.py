@@ -238,6 +238,9 @@ def test_partitions_start_at_the_first_landed_day(tmp_path):
     (tmp_path / "lake/bronze/events/date=2026-02-14").mkdir(parents=True)
     assert start() == "2026-02-14"
     assert start(REFINERY_PARTITIONS_START="2025-01-01") == "2025-01-01"  # explicit wins
+    # the data root is read only where REFINERY_DATA_DIR names it
+    assert partitions_start({"REFINERY_DATA_DIR": str(tmp_path)}, today=today) == "2026-02-14"
+    assert partitions_start({}, today=today) == DEFAULT_PARTITIONS_START
     import pytest
 
     with pytest.raises(ValueError, match="not a YYYY-MM-DD"):
