@@ -111,3 +111,163 @@ def test_dagster_cli_uses_the_instance_make_sets_up(tmp_path):
     subprocess.run(["make", "-s", "-C", str(repo), "dotenv", f"DOTENV={dotenv}"], check=True,
                    capture_output=True)
     assert dotenv.read_text() == "DAGSTER_HOME=/somewhere/else\n"
+
+
+# --- per concern, and the catalog every asset carries ---------------------------------------
+
+
+def test_one_definitions_object_at_module_scope():
+    """Dagster's loader refuses a module with two (the per-concern ones live in refinery.defs)."""
+    import refinery.definitions as module
+
+    assert [n for n, v in vars(module).items() if isinstance(v, Definitions)] == ["defs"]
+
+
+def test_each_concern_holds_its_jobs_beside_the_sensors_that_request_them():
+    from refinery.defs import gold, ingest, ml, online
+
+    def keys(concern):
+        return {k.to_user_string() for a in concern.defs.assets for k in a.keys}
+
+    assert keys(ingest) == EXPECTED_ASSETS["bronze"] | EXPECTED_ASSETS["silver"]
+    assert keys(gold) == EXPECTED_ASSETS["gold"]
+    assert keys(ml) == EXPECTED_ASSETS["ml"]
+    assert keys(online) == EXPECTED_ASSETS["online"]
+    for concern, sensor_jobs in (
+        (ingest, {"landing_sensor": "ingest_job"}),
+        (ml, {"drift_sensor": "training_set_job"}),
+    ):
+        sensors = {s.name: s for s in concern.defs.sensors}
+        jobs = {j.name for j in concern.defs.jobs}
+        for sensor, job in sensor_jobs.items():
+            assert sensors[sensor].job_name == job and job in jobs
+    assert {s.name for s in ml.defs.sensors} == {"drift_sensor", "drift_report_automation"}
+    assert {j.name for j in ingest.defs.jobs} == {"ingest_job"}
+    assert {j.name for j in ml.defs.jobs} == {"training_set_job", "drift_report_job"}
+
+
+def test_every_asset_has_owner_tags_code_version_and_code_reference():
+    graph = defs.resolve_asset_graph()
+    for key in graph.get_all_asset_keys():
+        node = graph.get(key)
+        if not node.is_materializable:
+            continue
+        name = key.to_user_string()
+        layer = name.split("/")[0]
+        assert node.owners and node.owners[0].startswith("team:"), name
+        assert node.tags["layer"] == layer and node.tags["concern"], name
+        assert node.code_version, name
+        [reference] = node.metadata["dagster/code_references"].code_references
+        assert reference.file_path.endswith(".py") and reference.line_number, name
+        has_policy = node.freshness_policy is not None
+        assert has_policy == (layer in ("gold", "ml")), name
+
+
+def test_code_version_follows_the_source_of_the_module_and_its_imports(tmp_path):
+    import importlib.util
+    import sys
+
+    from refinery.defs.catalog import source_code_version
+
+    def load(text: str):
+        path = tmp_path / "some_asset.py"
+        path.write_text(text)
+        spec = importlib.util.spec_from_file_location("some_asset", path)
+        module = importlib.util.module_from_spec(spec)
+        sys.modules["some_asset"] = module
+        spec.loader.exec_module(module)
+        return module
+
+    imports = "from refinery.assets.ml.splits import SplitSpec\n"
+    first = source_code_version(load(imports + "X = 1\n"))
+    assert source_code_version(load(imports + "X = 1\n")) == first
+    assert source_code_version(load(imports + "X = 2\n")) != first  # the module changed
+    # an imported refinery module is part of the version: without it, the version differs
+    assert source_code_version(load("X = 1\n")) != source_code_version(load("X = 1\n" + imports))
+    sys.modules.pop("some_asset")
+
+
+def test_code_references_become_git_links_when_a_repository_url_is_given():
+    from refinery.assets.ml.training_dataset import training_dataset
+    from refinery.defs.catalog import code_referenced
+
+    def reference(environ):
+        [assets_def] = code_referenced([training_dataset], environ)
+        [ref] = assets_def.specs_by_key[assets_def.key].metadata[
+            "dagster/code_references"
+        ].code_references
+        return ref
+
+    local = reference({})
+    assert local.file_path.endswith("refinery/assets/ml/training_dataset.py")
+    linked = reference({"REFINERY_GIT_URL": "https://github.com/acme/refinery/",
+                        "REFINERY_GIT_BRANCH": "ui"})
+    assert linked.url == (
+        "https://github.com/acme/refinery/tree/ui/refinery/assets/ml/training_dataset.py"
+        f"#L{local.line_number}"
+    )
+
+
+# --- partitions start at the first landed day ------------------------------------------------
+
+
+def test_partitions_start_at_the_first_landed_day(tmp_path):
+    import datetime as dt
+
+    from refinery.partitions import DEFAULT_PARTITIONS_START, partitions_start
+
+    today = dt.date(2026, 6, 1)
+
+    def start(**environ):
+        return partitions_start(environ, data_root=tmp_path, today=today)
+
+    assert start() == DEFAULT_PARTITIONS_START  # nothing landed yet
+    landing = tmp_path / "landing"
+    for folder in ("events/1999-12-31", "events/2026-06-02", "events/2026-02-30",
+                   "events/latest", "users/2026-03-01"):
+        (landing / folder).mkdir(parents=True)
+        (landing / folder / "x.jsonl").write_text("{}\n")
+    (landing / "events/2026-01-01").mkdir()  # empty: nothing landed that day
+    (landing / "events/2026-01-02").mkdir()
+    (landing / "events/2026-01-02/.upload.tmp").write_text("")  # an upload in flight
+    assert start() == "2026-03-01"  # not before 2000, not in the future, not a non-date
+    (landing / "events/2026-04-10").mkdir()
+    (landing / "events/2026-04-10/a.jsonl").write_text("{}\n")
+    assert start() == "2026-03-01"
+    # an ingested partition whose landing folder was pruned still counts
+    (tmp_path / "lake/bronze/events/date=2026-02-14").mkdir(parents=True)
+    assert start() == "2026-02-14"
+    assert start(REFINERY_PARTITIONS_START="2025-01-01") == "2025-01-01"  # explicit wins
+    # the data root is read only where REFINERY_DATA_DIR names it
+    assert partitions_start({"REFINERY_DATA_DIR": str(tmp_path)}, today=today) == "2026-02-14"
+    assert partitions_start({}, today=today) == DEFAULT_PARTITIONS_START
+    import pytest
+
+    with pytest.raises(ValueError, match="not a YYYY-MM-DD"):
+        start(REFINERY_PARTITIONS_START="Jan 1")
+
+
+def test_loading_the_code_location_reads_the_data_root_and_writes_nothing(tmp_path):
+    """The code location, loaded the way `dagster` loads it, over a data root holding two
+    landed days: partitions start at the first, and nothing under the data root changed."""
+    import os
+    import subprocess
+    import sys
+
+    root = tmp_path / "data"
+    for day in ("2026-02-03", "2026-02-05"):
+        (root / "landing/events" / day).mkdir(parents=True)
+        (root / "landing/events" / day / "e.jsonl").write_text("{}\n")
+    before = sorted((p, p.stat().st_mtime_ns) for p in root.rglob("*"))
+    env = {k: v for k, v in os.environ.items() if k != "REFINERY_PARTITIONS_START"}
+    env["REFINERY_DATA_DIR"] = str(root)
+    out = subprocess.run(
+        [sys.executable, "-c", (
+            "from refinery.definitions import defs\n"
+            "job = defs.resolve_job_def('ingest_job')\n"
+            "print(job.partitions_def.get_first_partition_key())"
+        )],
+        env=env, capture_output=True, text=True, check=True,
+    ).stdout.strip()
+    assert out == "2026-02-03"
+    assert sorted((p, p.stat().st_mtime_ns) for p in root.rglob("*")) == before

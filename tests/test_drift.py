@@ -6,7 +6,7 @@ import math
 import numpy as np
 import polars as pl
 import pytest
-from dagster import DagsterInstance, materialize
+from dagster import AssetCheckSeverity, DagsterInstance, materialize
 from scipy import stats
 from scipy.spatial.distance import jensenshannon
 
@@ -24,6 +24,7 @@ from refinery.assets.ml.drift_report import (
     DriftReportConfig,
     compute_drift_report,
     feature_drift_report,
+    verdict_check,
 )
 from refinery.assets.ml.profile import build_profile, profile_against
 from refinery.resources import LakeResource
@@ -201,6 +202,15 @@ def test_report_on_gold_parquet_with_given_reference(tmp_path):
     )
     assert calm.report["verdict"] == "no_drift" and calm.current_window == DAYS[:3]
 
+    # the drift_verdict check: WARN on drift, naming the features; passes when calm
+    drifted = verdict_check(result)
+    assert not drifted.passed and drifted.severity == AssetCheckSeverity.WARN
+    assert "drift against training_set@v1.0.0: 2/4 features" in drifted.description
+    assert "spend_7d" in drifted.description and "plan" in drifted.description
+    assert drifted.metadata["drift_share"].value == 0.5
+    passed = verdict_check(calm)
+    assert passed.passed and "no drift against v1" in passed.description
+
 
 def test_asset_materializes_no_reference_without_a_published_version(tmp_path, monkeypatch):
     monkeypatch.setenv("REFINERY_DATA_DIR", str(tmp_path / "elsewhere"))  # the resource decides
@@ -215,6 +225,9 @@ def test_asset_materializes_no_reference_without_a_published_version(tmp_path, m
     metadata = event.materialization.metadata
     assert metadata["verdict"].value == "no_reference"
     assert "no training set has been published" in metadata["reasons"].value
+    [check] = result.get_asset_check_evaluations()
+    assert check.check_name == "drift_verdict" and check.passed  # nothing to compare: no alarm
+    assert "verdict no_reference: no training set has been published" in check.description
     report = json.loads((tmp_path / "lake/ml/feature_drift_report/report.json").read_text())
     assert report["verdict"] == "no_reference"
 

@@ -214,6 +214,11 @@ def test_real_report_materialization_drives_the_sensor(published_root):
     metadata = result.get_asset_materialization_events()[0].materialization.metadata
     assert metadata["verdict"].value == "drift"
     assert metadata["reference_version"].value == "training_set@v1.0.0"
+    [check] = result.get_asset_check_evaluations()
+    assert check.check_name == "drift_verdict" and not check.passed
+    assert check.severity.value == "WARN" and "spend_7d" in check.description
+    share = metadata["drift_share"].value
+    assert share == round(share, 4) and check.metadata["drift_share"].value == share
     assert metadata["current_window"].value == f"{DAYS[0]}..{DAYS[-1]}"
     assert metadata["examples_through"].value == DAYS[2]
     assert "data:image/svg+xml;base64," in metadata["distribution_chart"].value

@@ -255,3 +255,197 @@ def test_dates_without_a_full_feature_window_are_not_used():
     usable = with_full_feature_window(dates, date(2026, 1, 1), 30)
     assert usable[0] == date(2026, 1, 30) and usable[-1] == dates[-1]
     assert with_full_feature_window(dates, None, 30) == []
+
+
+# --- the training set's checks (split_checks.py): each passes on real splits and fails on a
+# case built to break it ---------------------------------------------------------------------
+
+
+def built_splits(tmp_path: Path) -> dict[str, pl.DataFrame]:
+    from refinery.assets.ml.split_checks import read_written_splits
+
+    write_gold(tmp_path / "gold", days=30, users=40)
+    written = build(tmp_path / "gold", tmp_path / "out", SplitSpec())
+    return read_written_splits(written.directory)
+
+
+def outcomes_by_name(splits, gap_days=LABEL_HORIZON_DAYS, **kw):
+    from refinery.assets.ml.split_checks import evaluate_split_checks
+
+    return {o.name: o for o in evaluate_split_checks(splits, gap_days, **kw)}
+
+
+def test_split_checks_pass_on_the_splits_as_written(tmp_path: Path) -> None:
+    outcomes = outcomes_by_name(built_splits(tmp_path))
+    assert all(o.passed for o in outcomes.values()), outcomes
+    gaps = outcomes["split_gaps"].metadata
+    assert gaps["gap_train_validation_days"] == gaps["gap_validation_test_days"] == 7
+    assert outcomes["splits_disjoint"].blocking and outcomes["split_gaps"].blocking
+    assert not outcomes["split_label_rates"].blocking
+
+
+def test_disjoint_fails_on_a_shared_row_and_on_a_shared_date(tmp_path: Path) -> None:
+    splits = built_splits(tmp_path)
+    leaked_row = {**splits, "validation": pl.concat([splits["validation"], splits["train"][:1]])}
+    outcome = outcomes_by_name(leaked_row)["splits_disjoint"]
+    assert not outcome.passed and outcome.severity == "ERROR"
+    assert outcome.metadata == {"overlapping_rows": 1, "overlapping_as_of_dates": 1}
+    # the same as-of date in two splits, no row in both (other users)
+    last_train = splits["train"].filter(pl.col("as_of_date") == pl.col("as_of_date").max())
+    moved = last_train.with_columns(pl.format("other-{}", "user_id").alias("user_id"))
+    shared_date = {**splits, "test": pl.concat([splits["test"], moved])}
+    outcome = outcomes_by_name(shared_date)["splits_disjoint"]
+    assert not outcome.passed
+    assert outcome.metadata["overlapping_rows"] == 0
+    assert outcome.metadata["overlapping_as_of_dates"] == 1
+    assert str(last_train["as_of_date"][0]) in outcome.description
+
+
+def test_gaps_fail_when_a_split_comes_too_close_or_is_empty(tmp_path: Path) -> None:
+    splits = built_splits(tmp_path)
+    # validation shifted one day earlier: 6 days between train and validation, 8 before test
+    early = splits["validation"].with_columns(pl.col("as_of_date") - timedelta(days=1))
+    outcome = outcomes_by_name({**splits, "validation": early})["split_gaps"]
+    assert not outcome.passed and outcome.severity == "ERROR"
+    assert outcome.metadata["gap_train_validation_days"] == 6
+    assert outcome.metadata["gap_validation_test_days"] == 8
+    assert "6 days between, 7 required" in outcome.description
+    # a longer required gap than the splits were cut with fails too
+    assert not outcomes_by_name(splits, gap_days=8)["split_gaps"].passed
+    empty = outcomes_by_name({**splits, "test": splits["test"].clear()})["split_gaps"]
+    assert not empty.passed and empty.metadata["empty_splits"] == ["test"]
+
+
+def test_label_rates_error_on_one_class_and_warn_on_a_far_rate(tmp_path: Path) -> None:
+    splits = built_splits(tmp_path)
+    rates = outcomes_by_name(splits)["split_label_rates"]
+    train_rate = splits["train"]["label"].mean()
+    assert rates.metadata["train_label_rate"] == round(train_rate, 4)
+
+    no_positives = splits["test"].with_columns(pl.lit(0, pl.Int8).alias("label"))
+    outcome = outcomes_by_name({**splits, "test": no_positives})["split_label_rates"]
+    assert not outcome.passed and outcome.severity == "ERROR"
+    assert "one class only in test (label rate 0%)" in outcome.description
+
+    # a quarter of the test positives kept: rate about train/4, outside the default 2x band
+    positives = splits["test"].filter(pl.col("label") == 1)
+    keep = positives.height // 4
+    thinned = pl.concat(
+        [
+            splits["test"].filter(pl.col("label") == 0),
+            positives[:keep],
+            positives[keep:].with_columns(pl.lit(0, pl.Int8).alias("label")),
+        ]
+    )
+    outcome = outcomes_by_name({**splits, "test": thinned})["split_label_rates"]
+    assert not outcome.passed and outcome.severity == "WARN"
+    assert "test" in outcome.description and "validation" not in outcome.description
+    assert outcomes_by_name({**splits, "test": thinned}, max_ratio=10)["split_label_rates"].passed
+
+
+# --- the real asset: column schema, splits table, checks; an ERROR check publishes nothing --
+
+
+def materialize_training_set(root: Path, instance=None):
+    from dagster import DagsterInstance, RunConfig, materialize
+
+    from refinery.assets.ml.training_dataset import TrainingDatasetConfig, training_dataset
+    from refinery.resources import LakeResource
+    from refinery.resources.lake import LakePaths, write_parquet_atomic
+    from refinery.resources.registry import DvcRegistry
+
+    first = LakePaths(root).partition_file("silver", "events", str(START))
+    write_parquet_atomic(pl.DataFrame({"event_id": ["e0"]}), first)  # the lake's first day
+    return materialize(
+        [training_dataset],
+        instance=instance or DagsterInstance.ephemeral(),
+        resources={"lake": LakeResource(data_dir=str(root)), "dvc_registry": DvcRegistry()},
+        run_config=RunConfig(
+            ops={"ml__training_dataset": TrainingDatasetConfig(window_days=21, feature_warmup_days=0)}
+        ),
+        raise_on_error=False,
+    )
+
+
+def check_evaluations(result) -> dict:
+    return {
+        e.asset_check_evaluation_data.check_name: e.asset_check_evaluation_data
+        for e in result.all_events
+        if e.event_type_value == "ASSET_CHECK_EVALUATION"
+    }
+
+
+def test_asset_records_schema_split_table_and_checks(tmp_path: Path) -> None:
+    from dagster import TableSchema
+
+    root = tmp_path / "data"
+    write_gold(root / "lake/gold/training_examples", days=21, users=30, seed=3)
+    result = materialize_training_set(root)
+    assert result.success
+    [event] = result.get_asset_materialization_events()
+    metadata = event.materialization.metadata
+    schema = metadata["dagster/column_schema"].value
+    assert isinstance(schema, TableSchema)
+    types = {c.name: c.type for c in schema.columns}
+    assert types == {
+        "user_id": "String", "as_of_date": "Date", "events_7d": "Int64",
+        "spend_30d": "Float64", "plan": "String", "label": "Int8",
+    }
+    assert not any(c.constraints.nullable for c in schema.columns)
+    table = metadata["splits"].value
+    assert [r.data["split"] for r in table.records] == ["train", "validation", "test"]
+    train = pl.read_parquet(root / "lake/ml/training_dataset/train.parquet")
+    assert table.records[0].data["rows"] == train.height
+    assert table.records[0].data["label_rate"] == round(train["label"].mean(), 4)
+    assert not any(key.startswith(("train_", "validation_", "test_")) for key in metadata)
+    assert {r.data["file"] for r in metadata["files"].value.records} == {
+        "train.parquet", "validation.parquet", "test.parquet", "profile.json", "metadata.json"
+    }
+    checks = check_evaluations(result)
+    assert set(checks) == {"splits_disjoint", "split_gaps", "split_label_rates"}
+    assert all(c.passed for c in checks.values())
+
+
+def test_a_test_split_without_positives_fails_its_check_with_severity_error(
+    tmp_path: Path,
+) -> None:
+    from refinery.datasets import latest_version
+
+    root = tmp_path / "data"
+    gold = root / "lake/gold/training_examples"
+    write_gold(gold, days=21, users=30, seed=4)
+    for offset in range(18, 21):  # the 3 test days: nobody buys
+        path = gold / f"as_of_date={START + timedelta(days=offset)}" / "data.parquet"
+        pl.read_parquet(path).with_columns(pl.lit(0, pl.Int8).alias("label")).write_parquet(path)
+    result = materialize_training_set(root)
+    assert result.success
+    checks = check_evaluations(result)
+    labels = checks["split_label_rates"]
+    assert not labels.passed and labels.severity.value == "ERROR"
+    assert "one class only in test" in labels.description
+    assert checks["splits_disjoint"].passed and checks["split_gaps"].passed
+    assert latest_version(registry=root / "registry") == "training_set@v1.0.0"  # not blocking
+
+
+def test_a_cutter_that_leaks_rows_is_stopped_before_the_publish(tmp_path: Path, monkeypatch):
+    """A bug injected into the cut (a train row copied into validation): the blocking check
+    fails on the files as written, the run fails and the registry stays empty."""
+    import refinery.assets.ml.training_dataset as module
+    from refinery.datasets import latest_version
+
+    cut = module.split_examples
+
+    def leaky(examples, split_dates):
+        splits = cut(examples, split_dates)
+        return {**splits, "validation": pl.concat([splits["validation"], splits["train"][:2]])}
+
+    monkeypatch.setattr(module, "split_examples", leaky)
+    root = tmp_path / "data"
+    write_gold(root / "lake/gold/training_examples", days=21, users=30, seed=5)
+    result = materialize_training_set(root)
+    assert not result.success
+    checks = check_evaluations(result)
+    assert not checks["splits_disjoint"].passed
+    assert checks["splits_disjoint"].metadata["overlapping_rows"].value == 2
+    assert latest_version(registry=root / "registry") is None
+    assert (root / "lake/ml/training_dataset/validation.parquet").exists()  # there to look at

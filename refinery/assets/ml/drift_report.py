@@ -17,6 +17,9 @@ from typing import Any
 
 import polars as pl
 from dagster import (
+    AssetCheckResult,
+    AssetCheckSeverity,
+    AssetCheckSpec,
     AssetExecutionContext,
     AssetKey,
     AssetSelection,
@@ -32,6 +35,8 @@ from dagster import (
 from pydantic import Field
 
 from refinery.assets.ml.drift import (
+    VERDICT_DRIFT,
+    VERDICT_NO_DRIFT,
     DriftThresholds,
     build_drift_report,
     distribution_bars_markdown,
@@ -60,6 +65,8 @@ FEATURES_MODEL = "user_daily_features"
 EXAMPLES_MODEL = "training_examples"
 AS_OF_PREFIX = "as_of_date="
 PARTITION_FILE = "data.parquet"
+VERDICT_CHECK = "drift_verdict"
+FLOAT_DIGITS = 4  # shares and rates in the UI; report.json keeps full precision
 
 
 class DriftReportConfig(Config):
@@ -297,7 +304,7 @@ def report_metadata(result: DriftReportResult) -> dict[str, Any]:
     labels = report.get("label_drift") or {}
     metadata: dict[str, Any] = {
         "verdict": MetadataValue.text(report["verdict"]),
-        "drift_share": MetadataValue.float(float(report["drift_share"])),
+        "drift_share": MetadataValue.float(round(float(report["drift_share"]), FLOAT_DIGITS)),
         "n_drifted": MetadataValue.int(report["n_drifted"]),
         "n_features": MetadataValue.int(report["n_features"]),
         "reference_version": MetadataValue.text(result.reference_version or "none"),
@@ -315,10 +322,46 @@ def report_metadata(result: DriftReportResult) -> dict[str, Any]:
             svg_markdown_image(chart) + "\n\n" + distribution_bars_markdown(report)
         )
     if labels:
-        metadata["label_rate_reference"] = MetadataValue.float(float(labels["reference_rate"]))
-        metadata["label_rate_current"] = MetadataValue.float(float(labels["current_rate"]))
+        metadata["label_rate_reference"] = MetadataValue.float(
+            round(float(labels["reference_rate"]), FLOAT_DIGITS)
+        )
+        metadata["label_rate_current"] = MetadataValue.float(
+            round(float(labels["current_rate"]), FLOAT_DIGITS)
+        )
         metadata["label_drift"] = MetadataValue.bool(bool(labels["drifted"]))
     return metadata
+
+
+def verdict_check(result: DriftReportResult) -> AssetCheckResult:
+    """WARN when the verdict is drift (drift_sensor rebuilds the training set); passes on
+    no_drift, and on no_reference / no_data (nothing to compare yet: the description says so)."""
+    report = result.report
+    verdict = report["verdict"]
+    drifted = verdict == VERDICT_DRIFT
+    share = round(float(report["drift_share"]), FLOAT_DIGITS)
+    if drifted:
+        features = ", ".join(report["drifted_features"][:8]) or "the label rate"
+        text = (
+            f"drift against {result.reference_version}: {report['n_drifted']}/"
+            f"{report['n_features']} features (share {share}); {features}"
+        )
+    elif verdict == VERDICT_NO_DRIFT:
+        text = f"no drift against {result.reference_version} (share {share})"
+    else:
+        text = f"verdict {verdict}: " + ("; ".join(report.get("reasons") or []) or "no comparison")
+    return AssetCheckResult(
+        asset_key=REPORT_KEY,
+        check_name=VERDICT_CHECK,
+        passed=not drifted,
+        severity=AssetCheckSeverity.WARN,
+        description=text[:1000],
+        metadata={
+            "verdict": verdict,
+            "drift_share": share,
+            "n_drifted": int(report["n_drifted"]),
+            "reference_version": result.reference_version or "none",
+        },
+    )
 
 
 @asset(
@@ -327,6 +370,14 @@ def report_metadata(result: DriftReportResult) -> dict[str, Any]:
     deps=[FEATURES_KEY, TRAINING_SET_KEY],
     kinds={"polars"},
     automation_condition=report_automation_condition(),
+    check_specs=[
+        AssetCheckSpec(
+            VERDICT_CHECK,
+            asset=REPORT_KEY,
+            description="Warns when the verdict is drift (features moved away from the latest "
+            "training set's reference profile); drift_sensor then requests a rebuild.",
+        )
+    ],
     description=(
         "Recent feature distribution (latest as-of dates of gold/user_daily_features) against "
         "the reference profile of the latest published training set: per-feature PSI, "
@@ -342,4 +393,6 @@ def feature_drift_report(
         f"({result.report['n_drifted']}/{result.report['n_features']} features) "
         f"against reference {result.reference_version} over {result.current_window}"
     )
-    return MaterializeResult(metadata=report_metadata(result))
+    return MaterializeResult(
+        metadata=report_metadata(result), check_results=[verdict_check(result)]
+    )

@@ -11,6 +11,9 @@ from datetime import date
 from typing import Any
 
 from dagster import (
+    AssetCheckResult,
+    AssetCheckSeverity,
+    AssetCheckSpec,
     AssetExecutionContext,
     AssetKey,
     AssetRecordsFilter,
@@ -18,13 +21,28 @@ from dagster import (
     DagsterInstance,
     MaterializeResult,
     MetadataValue,
+    TableColumn,
+    TableColumnConstraints,
+    TableRecord,
+    TableSchema,
     asset,
 )
 from pydantic import Field
 
 from refinery.assets.ml.profile import build_profile
+from refinery.assets.ml.split_checks import (
+    DEFAULT_MAX_LABEL_RATE_RATIO,
+    DISJOINT,
+    GAPS,
+    LABEL_RATES,
+    CheckOutcome,
+    evaluate_split_checks,
+    read_written_splits,
+)
 from refinery.assets.ml.splits import (
     DEFAULT_LABEL_LATENESS_DAYS,
+    KEY_COLUMNS,
+    LABEL_COLUMN,
     LABEL_HORIZON_DAYS,
     SPLIT_NAMES,
     SplitSpec,
@@ -45,6 +63,8 @@ from refinery.resources.lake import LakePaths, env_int
 from refinery.resources.registry import DvcRegistry
 
 TRAINING_EXAMPLES = AssetKey(["gold", "training_examples"])
+TRAINING_SET_KEY = AssetKey(["ml", "training_dataset"])
+FLOAT_DIGITS = 4  # label rates and shares in the UI; metadata.json keeps 6
 
 
 class TrainingDatasetConfig(Config):
@@ -68,6 +88,11 @@ class TrainingDatasetConfig(Config):
         default=DEFAULT_LABEL_LATENESS_DAYS,
         description="Allowed lateness of the labels: gold partition P writes as-of date "
         "P - horizon - lateness (used to find the upstream materializations).",
+    )
+    max_label_rate_ratio: float = Field(
+        default=DEFAULT_MAX_LABEL_RATE_RATIO,
+        description="split_label_rates warns when validation's or test's label rate is more "
+        "than this factor away from train's.",
     )
 
 
@@ -101,12 +126,136 @@ def latest_upstream_materializations(
     return found
 
 
+CHECK_SPECS = [
+    AssetCheckSpec(
+        DISJOINT,
+        asset=TRAINING_SET_KEY,
+        blocking=True,
+        description="No (user_id, as_of_date) row and no as-of date is in two splits (read "
+        "back from the written Parquet before publishing; a failure publishes nothing).",
+    ),
+    AssetCheckSpec(
+        GAPS,
+        asset=TRAINING_SET_KEY,
+        blocking=True,
+        description="More than gap_days calendar days between train and validation and between "
+        "validation and test; no split is empty (a failure publishes nothing).",
+    ),
+    AssetCheckSpec(
+        LABEL_RATES,
+        asset=TRAINING_SET_KEY,
+        description="Each split's label rate; warns when validation's or test's is more than "
+        "max_label_rate_ratio away from train's, errors when a split has one class only.",
+    ),
+]
+
+
+def check_result(outcome: CheckOutcome) -> AssetCheckResult:
+    return AssetCheckResult(
+        asset_key=TRAINING_SET_KEY,
+        check_name=outcome.name,
+        passed=outcome.passed,
+        severity=AssetCheckSeverity(outcome.severity),
+        description=outcome.description,
+        metadata=outcome.metadata,
+    )
+
+
+COLUMN_DESCRIPTIONS = {
+    "user_id": "user key",
+    "as_of_date": "as-of date D: features know the data that arrived up to the end of D",
+    LABEL_COLUMN: "1 if the user purchases in D+1..D+7 (arrivals up to D+10 count), else 0",
+}
+
+
+def upstream_column_descriptions(context: AssetExecutionContext) -> dict[str, str]:
+    """Column descriptions of gold/training_examples as dbt documents them (empty when the
+    asset runs in a job without gold's definitions, as in unit tests)."""
+    graph = context.job_def.asset_layer.asset_graph
+    if not graph.has(TRAINING_EXAMPLES):
+        return {}
+    schema = graph.get(TRAINING_EXAMPLES).metadata.get("dagster/column_schema")
+    columns = getattr(schema, "columns", None) or []
+    return {c.name: c.description for c in columns if c.description}
+
+
+def column_schema(
+    frames: dict[str, Any], described: dict[str, str] | None = None
+) -> TableSchema:
+    """The columns of the split files, with their Polars types (the types in the files);
+    nullable where a split has a null (keys and the label never do). Descriptions: gold's dbt
+    documentation of the column, else its role."""
+    described = described or {}
+    train = frames["train"]
+    columns = []
+    for name, dtype in train.schema.items():
+        nulls = sum(int(frame[name].null_count()) for frame in frames.values())
+        kind = "categorical" if str(dtype) == "String" else "numeric"
+        own = COLUMN_DESCRIPTIONS.get(name) if name in (*KEY_COLUMNS, LABEL_COLUMN) else None
+        columns.append(
+            TableColumn(
+                name=name,
+                type=str(dtype),
+                description=own or described.get(name) or f"{kind} feature",
+                constraints=TableColumnConstraints(nullable=nulls > 0),
+                tags={"role": "key" if name in KEY_COLUMNS else
+                      "label" if name == LABEL_COLUMN else "feature"},
+            )
+        )
+    return TableSchema(columns=columns)
+
+
+SPLIT_TABLE_SCHEMA = TableSchema(
+    columns=[
+        TableColumn("split", "string"),
+        TableColumn("rows", "int"),
+        TableColumn("positives", "int"),
+        TableColumn("label_rate", "float", description=f"rounded to {FLOAT_DIGITS} digits"),
+        TableColumn("users", "int"),
+        TableColumn("as_of_dates", "int"),
+        TableColumn("first_as_of_date", "string"),
+        TableColumn("last_as_of_date", "string"),
+    ]
+)
+
+
+def split_table(metadata: dict[str, Any]) -> MetadataValue:
+    """One row per split (was 16 flat keys)."""
+    records = []
+    for name in SPLIT_NAMES:
+        split = metadata["splits"][name]
+        rate = split["label_rate"]
+        records.append(
+            TableRecord(
+                {
+                    "split": name,
+                    "rows": split["rows"],
+                    "positives": split["positives"],
+                    "label_rate": round(rate, FLOAT_DIGITS) if rate is not None else None,
+                    "users": split["users"],
+                    "as_of_dates": split["as_of_dates"],
+                    "first_as_of_date": split["first_as_of_date"] or "",
+                    "last_as_of_date": split["last_as_of_date"] or "",
+                }
+            )
+        )
+    return MetadataValue.table(records, schema=SPLIT_TABLE_SCHEMA)
+
+
+def files_table(file_md5s: dict[str, str]) -> MetadataValue:
+    return MetadataValue.table(
+        [TableRecord({"file": name, "md5": md5}) for name, md5 in sorted(file_md5s.items())],
+        schema=TableSchema(columns=[TableColumn("file", "string"), TableColumn("md5", "string")]),
+    )
+
+
 @asset(
-    key=AssetKey(["ml", "training_dataset"]),
+    key=TRAINING_SET_KEY,
     group_name="ml",
     deps=[TRAINING_EXAMPLES],
     pool="dvc_registry",
     kinds={"polars", "parquet", "dvc"},
+    check_specs=CHECK_SPECS,
     description=__doc__,
 )
 def training_dataset(
@@ -114,7 +263,7 @@ def training_dataset(
     config: TrainingDatasetConfig,
     lake: LakeResource,
     dvc_registry: DvcRegistry,
-) -> MaterializeResult:
+):
     paths = lake.paths
     spec = SplitSpec(
         window_days=config.window_days,
@@ -177,13 +326,28 @@ def training_dataset(
             upstream=upstream,
         )
         kill_point("training_dataset.after_write")
+        outcomes = evaluate_split_checks(
+            read_written_splits(written.directory), spec.gap_days, config.max_label_rate_ratio
+        )
+        # a failed blocking check (rows or dates in two splits, a gap too short) stops the
+        # publish; split_label_rates is recorded (ERROR or WARN) and the version published
+        blocked = [o for o in outcomes if o.blocking and not o.passed]
+        if blocked:
+            # the check results are recorded, then the run fails: nothing is published
+            for outcome in outcomes:
+                yield check_result(outcome)
+            raise TrainingSetError(
+                "blocking check(s) failed, nothing published: "
+                + "; ".join(f"{o.name}: {o.description}" for o in blocked)
+                + f". The written files are in {written.directory}."
+            )
         snapshot = publish(written.directory, lineage=lineage)
     if not snapshot.created:
         context.log.info(
             f"Content md5 {snapshot.content_md5} equals {snapshot.tag}: no new version."
         )
     metadata = written.metadata
-    return MaterializeResult(
+    yield MaterializeResult(
         metadata={
             "version_tag": snapshot.tag,
             "version": snapshot.version,
@@ -192,21 +356,20 @@ def training_dataset(
             "content_md5": snapshot.content_md5,
             "registry": MetadataValue.path(str(snapshot.registry)),
             "remote": snapshot.remote_url,
-            "file_md5": MetadataValue.json(snapshot.file_md5s),
+            "files": files_table(snapshot.file_md5s),
             "fetch_command": snapshot.fetch_commands["refinery"],
             "dvc_get_command": snapshot.fetch_commands["dvc_get"],
             "dvc_artifacts_get_command": snapshot.fetch_commands["dvc_artifacts_get"],
             "window": f"{metadata['window']['first_as_of_date']}.."
             f"{metadata['window']['last_as_of_date']}",
+            "gap_days": spec.gap_days,
             "features": len(features),
             "upstream_partitions": len(upstream_partitions),
-            **{
-                f"{name}_{measure}": metadata["splits"][name][measure]
-                for name in SPLIT_NAMES
-                for measure in ("rows", "label_rate", "first_as_of_date", "last_as_of_date")
-            },
+            "splits": split_table(metadata),
+            "dagster/column_schema": column_schema(splits, upstream_column_descriptions(context)),
             "dagster/row_count": sum(metadata["splits"][name]["rows"] for name in SPLIT_NAMES),
-        }
+        },
+        check_results=[check_result(o) for o in outcomes],
     )
 
 
