@@ -44,7 +44,11 @@ def write_gold_day(root: Path, as_of_date: date, seed: int, users: int = 10) -> 
 
 def materialization_metadata(result) -> dict:
     [event] = result.asset_materializations_for_node("ml__training_dataset")
-    return {key: value.value for key, value in event.metadata.items()}
+    metadata = {key: value.value for key, value in event.metadata.items()}
+    # the split figures and file md5s are tables: one row per split, one per file
+    metadata["splits"] = {r.data["split"]: r.data for r in metadata["splits"].records}
+    metadata["files"] = {r.data["file"]: r.data["md5"] for r in metadata["files"].records}
+    return metadata
 
 
 @pytest.fixture(scope="module")
@@ -92,18 +96,19 @@ def test_asset_publishes_a_version_with_fetch_instructions(published) -> None:
         ).stdout.strip()
     )
     # defaults: 28 labelled days -> train 8, validation 3, test 3 days of 10 users
-    assert (first["train_rows"], first["validation_rows"], first["test_rows"]) == (80, 30, 30)
-    assert first["train_last_as_of_date"] == "2025-05-08"
-    assert first["validation_first_as_of_date"] == "2025-05-16"
-    assert first["test_first_as_of_date"] == "2025-05-26"
+    splits = first["splits"]
+    assert [splits[name]["rows"] for name in ("train", "validation", "test")] == [80, 30, 30]
+    assert splits["train"]["last_as_of_date"] == "2025-05-08"
+    assert splits["validation"]["first_as_of_date"] == "2025-05-16"
+    assert splits["test"]["first_as_of_date"] == "2025-05-26"
 
 
 def test_published_files_are_the_ones_written_to_the_lake(published) -> None:
     root, _, (_, _, third) = published  # the lake folder holds the last build (v2)
     lake_dir = root / "lake/ml/training_dataset"
-    assert {p.name: file_md5(p) for p in lake_dir.iterdir()} == third["file_md5"]
+    assert {p.name: file_md5(p) for p in lake_dir.iterdir()} == third["files"]
     train = pl.read_parquet(lake_dir / "train.parquet")
-    assert third["train_label_rate"] == pytest.approx(train["label"].mean(), abs=1e-6)
+    assert third["splits"]["train"]["label_rate"] == round(train["label"].mean(), 4)
     assert train.equals(train.sort(["as_of_date", "user_id"]))
 
 
@@ -129,7 +134,7 @@ def test_rebuild_from_unchanged_data_is_not_a_new_version(published) -> None:
     assert second["version_tag"] == first["version_tag"]
     assert second["git_commit"] == first["git_commit"]
     assert third["new_version"] is True and third["version_tag"] == "training_set@v2.0.0"
-    assert third["test_last_as_of_date"] == "2025-05-29"
+    assert third["splits"]["test"]["last_as_of_date"] == "2025-05-29"
 
 
 def test_cli_lists_shows_and_gets_versions(published, tmp_path: Path, capsys) -> None:
@@ -160,7 +165,7 @@ def test_cli_lists_shows_and_gets_versions(published, tmp_path: Path, capsys) ->
         env={"REFINERY_DATA_DIR": str(root), "PATH": "/usr/bin:/bin"},
     )
     assert fetched.returncode == 0, fetched.stderr
-    assert {p.name: file_md5(p) for p in out.iterdir()} == first["file_md5"]
+    assert {p.name: file_md5(p) for p in out.iterdir()} == first["files"]
 
     assert main(["--registry", registry, "get", "v7", str(tmp_path / "v7")]) == 1
     assert "v7 does not exist" in capsys.readouterr().err

@@ -41,7 +41,7 @@ def arrival_date_problem(name: str, first: str | None = None, last: str | None =
     except ValueError:
         return "not a calendar date"
     if first is not None and name < first:
-        return f"before the first partition {first} (set REFINERY_PARTITIONS_START to ingest it)"
+        return f"before the first partition {first} (set REFINERY_PARTITIONS_START, or reload the code location, to ingest it)"
     if last is not None and name > last:
         return f"after the last partition {last} (a date in the future)"
     return None

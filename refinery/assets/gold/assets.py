@@ -22,6 +22,7 @@ from dagster import (
     AssetExecutionContext,
     AssetKey,
     BackfillPolicy,
+    Config,
     Failure,
     MetadataValue,
     Output,
@@ -190,7 +191,9 @@ class GoldTranslator(DagsterDbtTranslator):
         return "gold"
 
 
-gold_translator = GoldTranslator(settings=DagsterDbtTranslatorSettings(enable_asset_checks=True))
+gold_translator = GoldTranslator(
+    settings=DagsterDbtTranslatorSettings(enable_asset_checks=True, enable_code_references=True)
+)
 
 
 # dbt's DuckDB memory cap unless REFINERY_DUCKDB_MEMORY_LIMIT says otherwise; profiles.yml has the
@@ -231,6 +234,15 @@ def arrival_signatures(lake: LakePaths, first: date, last: date) -> dict[str, st
     return signatures
 
 
+class GoldRunConfig(Config):
+    """Run config of the gold step. full_refresh: rebuild every table from all of silver
+    (`dbt build --full-refresh`) and publish every as-of date from the first arrival on; what
+    adding a feature column needs (docs/GOLD.md):
+    --config-json '{"ops": {"gold_dbt_models": {"config": {"full_refresh": true}}}}'."""
+
+    full_refresh: bool = False
+
+
 @dbt_assets(
     manifest=prepare_manifest(),
     project=dbt_project(),
@@ -239,7 +251,12 @@ def arrival_signatures(lake: LakePaths, first: date, last: date) -> dict[str, st
     pool=WAREHOUSE_POOL,
     dagster_dbt_translator=gold_translator,
 )
-def gold_dbt_models(context: AssetExecutionContext, dbt: DbtCliResource, lake: LakeResource):
+def gold_dbt_models(
+    context: AssetExecutionContext,
+    dbt: DbtCliResource,
+    lake: LakeResource,
+    config: GoldRunConfig,
+):
     """One `dbt build` over the run's knowledge dates (a backfill of any length is one build:
     the marts come from per-(user, day) aggregates, whose size does not multiply by the dates),
     then the marts' as-of dates go to Parquet.
@@ -254,6 +271,12 @@ def gold_dbt_models(context: AssetExecutionContext, dbt: DbtCliResource, lake: L
     """
     min_date, max_date = knowledge_date_range(*context.partition_time_window)
     paths = lake.paths
+    export_from = min_date
+    if config.full_refresh:
+        # dbt rebuilds every as-of date from the first silver arrival; all of them are published
+        arrivals = paths.existing_partitions("silver", "events")
+        if arrivals:
+            export_from = min(min_date, date.fromisoformat(arrivals[0]))
     memory_limit_gb()  # a malformed REFINERY_DUCKDB_MEMORY_LIMIT fails here, by name
     check_silver_gate(context, paths, min_date, max_date)
     mart_keys = {AssetKey(["gold", model]): model for model in MARTS}
@@ -262,7 +285,11 @@ def gold_dbt_models(context: AssetExecutionContext, dbt: DbtCliResource, lake: L
     upstream: list[Any] = []
     held_back: list[Any] = []
 
-    invocation = dbt.cli(dbt_build_args(min_date, max_date, paths.root), context=context)
+    args = dbt_build_args(min_date, max_date, paths.root)
+    if config.full_refresh:
+        args.append("--full-refresh")
+        context.log.info(f"full refresh: dbt rebuilds and gold publishes {export_from}..{max_date}")
+    invocation = dbt.cli(args, context=context)
     try:
         for event in invocation.stream():
             if _event_asset_key(context, event) in mart_keys:
@@ -278,7 +305,7 @@ def gold_dbt_models(context: AssetExecutionContext, dbt: DbtCliResource, lake: L
     yield from upstream
     kill_point("gold.before_export")
     mart_metadata = {
-        model: export_mart_metadata(paths, model, min_date, max_date)
+        model: export_mart_metadata(paths, model, export_from, max_date)
         for model in sorted(selected_marts)
     }
     # outputs before the checks that check them
