@@ -9,7 +9,7 @@ export UV_PYTHON ?= 3.11
 DOTENV ?= $(CURDIR)/.env
 DOTENV_MARK := \# Written by make setup
 
-.PHONY: setup instance dotenv demo test dev serve bench clean
+.PHONY: setup instance dotenv demo test test-fast check dev serve bench clean
 
 setup: instance dotenv
 	@$(UV) --version >/dev/null 2>&1 || python3 -m pip install --quiet --disable-pip-version-check uv
@@ -20,8 +20,19 @@ setup: instance dotenv
 demo: setup
 	$(UV) run python -m refinery.demo
 
+# everything (what CI runs after `make check`)
 test: setup
 	$(UV) run pytest -q
+
+# the tests not marked slow: no daemon, no SIGKILLed subprocesses, no repeated dbt graphs
+test-fast: setup
+	$(UV) run pytest -q -m "not slow"
+
+# the gates before the tests: lint, format, and the code location loading under dg
+check: setup
+	$(UV) run ruff check .
+	$(UV) run ruff format --check .
+	$(UV) run dg check defs
 
 # The instance every entry point uses: dagster_home/dagster.yaml seeded into $DAGSTER_HOME, and
 # refreshed when the repo's copy is newer (run monitoring settings reach existing instances).

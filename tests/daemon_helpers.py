@@ -20,7 +20,9 @@ def wait_for(what: str, condition, timeout: float, daemon: subprocess.Popen, log
         if value:
             return value
         if daemon.poll() is not None:
-            pytest.fail(f"dagster-daemon exited while waiting for {what}:\n{log.read_text()[-3000:]}")
+            pytest.fail(
+                f"dagster-daemon exited while waiting for {what}:\n{log.read_text()[-3000:]}"
+            )
         time.sleep(0.5)
     pytest.fail(f"gave up waiting for {what} after {timeout:.0f} s:\n{log.read_text()[-3000:]}")
 

@@ -338,3 +338,25 @@ def write_random_silver(
             pl.DataFrame(product_rows, schema=PRODUCT_SCHEMA),
             lake.partition_file("silver", "products", arrival.isoformat()),
         )
+
+
+def range_tags(first: date, last: date) -> dict[str, str]:
+    """The tags of one Dagster run over the partitions first..last (a single-run backfill)."""
+    return {
+        "dagster/asset_partition_range_start": first.isoformat(),
+        "dagster/asset_partition_range_end": last.isoformat(),
+    }
+
+
+def run_gold(root: Path, first: date, last: date, **materialize_kwargs):
+    """The gold assets over knowledge dates first..last in one Dagster run, real dbt, reading
+    and writing the data root `root` (the lake resource's, not REFINERY_DATA_DIR's)."""
+    from dagster import materialize
+
+    from refinery.assets.gold import dbt_resource, gold_assets
+    from refinery.resources import LakeResource
+
+    resources = {"dbt": dbt_resource(), "lake": LakeResource(data_dir=str(root))}
+    return materialize(
+        gold_assets, resources=resources, tags=range_tags(first, last), **materialize_kwargs
+    )

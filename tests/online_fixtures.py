@@ -15,14 +15,12 @@ import time
 from datetime import date, timedelta
 from pathlib import Path
 
-from dagster import materialize
-
-from refinery.assets.gold import dbt_resource, gold_assets
-from refinery.resources import LakeResource
-from tests.gold_fixtures import (
+from tests.gold_fixtures import (  # noqa: F401 - range_tags: test_online imports it from here
     FIRST_DAY,
     _event,
     at,
+    range_tags,
+    run_gold,
     write_silver,
 )
 
@@ -83,22 +81,10 @@ def write_crowd_silver(root: Path, until: date = CROWD_LAST_DAY) -> None:
     write_silver(root, until, extra_events=crowd_events(), extra_users=crowd_users())
 
 
-def range_tags(first: date, last: date) -> dict[str, str]:
-    return {
-        "dagster/asset_partition_range_start": first.isoformat(),
-        "dagster/asset_partition_range_end": last.isoformat(),
-    }
-
-
 def build_gold(root: Path, first: date, last: date, monkeypatch) -> None:
     """Real dbt over the knowledge dates (gold reads the data root from the lake resource)."""
     monkeypatch.setenv("REFINERY_DATA_DIR", str(root))  # the server module's default data root
-    result = materialize(
-        gold_assets,
-        resources={"dbt": dbt_resource(), "lake": LakeResource(data_dir=str(root))},
-        tags=range_tags(first, last),
-    )
-    assert result.success
+    assert run_gold(root, first, last).success
 
 
 def free_port() -> int:

@@ -35,6 +35,8 @@ from refinery.resources.lake import LakePaths, write_parquet_atomic
 from refinery.resources.registry import DvcRegistry
 from tests.daemon_helpers import stop_daemon, wait_for
 
+pytestmark = pytest.mark.slow
+
 REPO = Path(__file__).resolve().parents[1]
 START = date(2025, 1, 1)
 DAYS = [(START + timedelta(days=i)).isoformat() for i in range(24)]

@@ -18,9 +18,8 @@ import yaml
 from dagster import AssetKey, materialize
 
 from refinery.assets.gold import assets as gold_module
-from refinery.assets.gold import dbt_resource, export_marts, gold_assets, gold_dbt_models
+from refinery.assets.gold import export_marts, gold_dbt_models
 from refinery.assets.gold.assets import (
-    DBT_PROJECT_DIR,
     MARTS,
     arrival_signatures,
     as_of_dates_for,
@@ -33,27 +32,20 @@ from refinery.assets.gold.assets import (
 from refinery.assets.gold.export import mart_file
 from refinery.resources import LakeResource
 from refinery.resources.lake import LakePaths, env_int
+from tests.conftest import REPO_DBT_TARGET
 from tests.gold_fixtures import (
     FIRST_DAY,
     LAST_DAY,
     U1_BIRTH_YEAR,
     U1_SIGNUP,
     D,
+    run_gold,
     write_random_silver,
     write_silver,
 )
 
 DAY = timedelta(days=1)
 LAST_KNOWLEDGE_DAY = date(2025, 1, 15)
-
-
-def run_gold(root: Path, first: date, last: date):
-    tags = {
-        "dagster/asset_partition_range_start": first.isoformat(),
-        "dagster/asset_partition_range_end": last.isoformat(),
-    }
-    resources = {"dbt": dbt_resource(), "lake": LakeResource(data_dir=str(root))}
-    return materialize(gold_assets, resources=resources, tags=tags)
 
 
 def read_mart(root: Path, model: str, as_of: date) -> pl.DataFrame:
@@ -90,37 +82,34 @@ def leave_writer_debris(root: Path) -> None:
 
 
 @pytest.fixture(scope="module")
-def story(tmp_path_factory):
+def story(tmp_path_factory, not_the_lake):
     root = tmp_path_factory.mktemp("gold_lake")
     features_of = f"select * from user_daily_features where as_of_date in ('{D - DAY}', '{D}')"
-    elsewhere = tmp_path_factory.mktemp("not_the_lake")
-    with pytest.MonkeyPatch.context() as env:
-        # the lake resource says where the data is; the environment points elsewhere
-        env.setenv("REFINERY_DATA_DIR", str(elsewhere))
-        write_silver(root, until=D)
-        run1 = run_gold(root, FIRST_DAY, D)
-        day_before = mart_file(LakePaths(root).lake / "gold", "user_daily_features", D - DAY)
-        after_run1 = SimpleNamespace(
-            features_d_bytes=mart_bytes(root, "user_daily_features", D),
-            day_before_stat=(day_before.read_bytes(), day_before.stat().st_mtime_ns),
-            feature_rows=warehouse_rows(root, f"{features_of} order by all"),
-            label_rows=warehouse_rows(root, "select count(*) from labels")[0][0],
-        )
-        write_silver(root, since=D + DAY, until=LAST_DAY)
-        leave_writer_debris(root)
-        run2 = run_gold(root, D, LAST_KNOWLEDGE_DAY)
-        after_run2 = SimpleNamespace(
-            day_before_stat=(day_before.read_bytes(), day_before.stat().st_mtime_ns),
-            feature_rows=warehouse_rows(root, f"{features_of} order by all"),
-            label_dates=warehouse_rows(root, "select distinct as_of_date from labels order by 1"),
-        )
+    # the lake resource says where the data is; the environment (not_the_lake) points elsewhere
+    write_silver(root, until=D)
+    run1 = run_gold(root, FIRST_DAY, D)
+    day_before = mart_file(LakePaths(root).lake / "gold", "user_daily_features", D - DAY)
+    after_run1 = SimpleNamespace(
+        features_d_bytes=mart_bytes(root, "user_daily_features", D),
+        day_before_stat=(day_before.read_bytes(), day_before.stat().st_mtime_ns),
+        feature_rows=warehouse_rows(root, f"{features_of} order by all"),
+        label_rows=warehouse_rows(root, "select count(*) from labels")[0][0],
+    )
+    write_silver(root, since=D + DAY, until=LAST_DAY)
+    leave_writer_debris(root)
+    run2 = run_gold(root, D, LAST_KNOWLEDGE_DAY)
+    after_run2 = SimpleNamespace(
+        day_before_stat=(day_before.read_bytes(), day_before.stat().st_mtime_ns),
+        feature_rows=warehouse_rows(root, f"{features_of} order by all"),
+        label_dates=warehouse_rows(root, "select distinct as_of_date from labels order by 1"),
+    )
     return SimpleNamespace(
         root=root,
         run1=run1,
         run2=run2,
         after_run1=after_run1,
         after_run2=after_run2,
-        elsewhere=sorted(elsewhere.rglob("*")),
+        elsewhere=sorted(not_the_lake.rglob("*")),
     )
 
 
@@ -128,6 +117,19 @@ def test_gold_reads_and_writes_where_the_lake_resource_says(story):
     assert story.run1.success and story.run2.success
     assert story.elsewhere == []  # REFINERY_DATA_DIR pointed here: nothing read or written
     assert LakePaths(story.root).warehouse.exists()
+
+
+def invocation_targets(target: Path, run_id: str) -> list[Path]:
+    """The dbt target dirs dagster-dbt made for one run's builds (<op>-<run id[:7]>-<uuid>)."""
+    return sorted(target.glob(f"{gold_dbt_models.op.name}-{run_id[:7]}-*"))
+
+
+def test_dbt_builds_write_their_targets_outside_the_repo(story, dbt_target_outside_the_repo):
+    for run in (story.run1, story.run2):
+        assert invocation_targets(dbt_target_outside_the_repo, run.run_id) != []
+        assert invocation_targets(REPO_DBT_TARGET, run.run_id) == []
+    compiled = invocation_targets(dbt_target_outside_the_repo, story.run2.run_id)[-1]
+    assert (compiled / "run_results.json").exists()
 
 
 def test_features_of_one_user_and_day_match_a_hand_computation(story):
@@ -298,12 +300,15 @@ def mart_files(root: Path) -> dict[str, bytes]:
     }
 
 
+@pytest.mark.slow
 def test_a_backfill_in_one_run_equals_the_same_days_run_one_by_one(tmp_path, monkeypatch):
     """A backfill is one dbt build whatever its length; a daily run extends the incremental
     aggregates by one arrival day. Both must publish the same bytes."""
     published = {}
     for layout in ("one_run", "daily"):
         root = tmp_path / layout
+        dbt_target = tmp_path / f"dbt_target_{layout}"  # this layout's builds alone
+        monkeypatch.setenv("DBT_TARGET_PATH", str(dbt_target))
         monkeypatch.setenv("REFINERY_DATA_DIR", str(root))
         monkeypatch.setenv("REFINERY_DBT_TARGETS_KEPT", "2")
         write_silver(root, until=LAST_DAY)
@@ -321,8 +326,9 @@ def test_a_backfill_in_one_run_equals_the_same_days_run_one_by_one(tmp_path, mon
             assert len(checks) == len({(c.asset_key, c.check_name) for c in checks})
             assert len(checks) == len(list(gold_dbt_models.check_specs))
             assert all(check.passed for check in checks)
-        targets = (DBT_PROJECT_DIR / "target").glob(f"{gold_dbt_models.op.name}-*")
-        assert len([path for path in targets if path.is_dir()]) <= 2
+        # every run its own dbt target dir: the pruning leaves the two newest
+        targets = [p for p in dbt_target.glob(f"{gold_dbt_models.op.name}-*") if p.is_dir()]
+        assert 1 <= len(targets) <= 2
         published[layout] = mart_files(root)
     assert len(published["one_run"]) > 20
     assert published["one_run"] == published["daily"]
@@ -464,6 +470,7 @@ def publish_training_set(root: Path, instance):
     return event.materialization.metadata
 
 
+@pytest.mark.slow
 def test_same_silver_gives_the_same_gold_bytes_and_no_new_training_set_version(
     tmp_path, monkeypatch
 ):
@@ -492,9 +499,9 @@ def test_same_silver_gives_the_same_gold_bytes_and_no_new_training_set_version(
     assert len(published[0]) == days + 2 * (days - label_delay_days())
     changed = sorted(name for name, data in published[0].items() if published[1][name] != data)
     assert changed == []
-    spend = pl.read_parquet(
-        mart_file(LakePaths(root).lake / "gold", "user_daily_features", last)
-    )["spend_30d"]
+    spend = pl.read_parquet(mart_file(LakePaths(root).lake / "gold", "user_daily_features", last))[
+        "spend_30d"
+    ]
     # cent amounts summed exactly: every total is a whole number of cents (to the double nearest it)
     assert spend.sum() > 0 and (((spend * 100).round() - spend * 100).abs() < 1e-6).all()
     assert versions[0]["new_version"].value is True

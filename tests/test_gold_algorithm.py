@@ -12,26 +12,22 @@ from pathlib import Path
 
 import duckdb
 import polars as pl
-from dagster import materialize
+import pytest
 from polars.testing import assert_frame_equal
 
-from refinery.assets.gold import dbt_resource, gold_assets
 from refinery.assets.gold.assets import DBT_PROJECT_DIR, label_delay_days
-from refinery.resources import LakeResource
 from refinery.resources.lake import LakePaths, write_parquet_atomic
+from tests.gold_fixtures import run_gold as gold_run
 from tests.gold_reference import reference_features, reference_labels, write_hostile_silver
+
+pytestmark = pytest.mark.slow  # each test builds gold several times
 
 FIRST = date(2026, 1, 1)
 DAY = timedelta(days=1)
 
 
 def run_gold(root: Path, first: date, last: date) -> None:
-    tags = {
-        "dagster/asset_partition_range_start": first.isoformat(),
-        "dagster/asset_partition_range_end": last.isoformat(),
-    }
-    resources = {"dbt": dbt_resource(), "lake": LakeResource(data_dir=str(root))}
-    assert materialize(gold_assets, resources=resources, tags=tags).success
+    assert gold_run(root, first, last).success
 
 
 def published(root: Path, model: str) -> pl.DataFrame:

@@ -48,6 +48,7 @@ def test_pandera_refuses_a_mart_that_breaks_its_declaration(mutation):
         schema.validate(MUTATIONS[mutation](frame), lazy=True)
 
 
+@pytest.mark.slow
 def test_dbt_refuses_to_build_a_mart_that_breaks_its_declaration(tmp_path):
     project = tmp_path / "dbt_project"
     shutil.copytree(
@@ -80,6 +81,7 @@ def test_dbt_refuses_to_build_a_mart_that_breaks_its_declaration(tmp_path):
         assert column in output, output[-3000:]
 
 
+@pytest.mark.slow
 def test_adding_a_feature_column_and_backfilling_it(tmp_path):
     """docs/GOLD.md "Adding a feature": declare the column, then one full refresh rebuilds every
     as-of date with it; an incremental run refuses the changed schema instead of mixing rows."""

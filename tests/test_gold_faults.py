@@ -31,6 +31,8 @@ from refinery.resources import LakeResource
 from refinery.resources.lake import LakePaths
 from tests.gold_fixtures import FIRST_DAY, LAST_DAY, write_silver
 
+pytestmark = pytest.mark.slow
+
 LAST_KNOWLEDGE_DAY = date(2025, 1, 15)
 PROJECT_DAGSTER_YAML = Path(__file__).resolve().parents[1] / "dagster_home" / "dagster.yaml"
 CASES = ("gold.before_export", "gold.export_mid")

@@ -21,6 +21,8 @@ import pytest
 
 from refinery.faults import KILL_ENV
 
+pytestmark = pytest.mark.slow
+
 DAY = "2026-10-02"
 RUN = """
 import sys

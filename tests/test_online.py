@@ -41,6 +41,8 @@ from tests.online_fixtures import (
 )
 from tests.test_registry import training_set
 
+pytestmark = pytest.mark.slow
+
 LAST = date(2025, 2, 10)
 SPLIT = date(2025, 2, 5)
 DAY = timedelta(days=1)

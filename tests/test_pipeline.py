@@ -15,6 +15,8 @@ from dagster import AssetKey, DagsterEventType, DagsterInstance
 
 from refinery.synth import SynthConfig, generate
 
+pytestmark = pytest.mark.slow
+
 START = date(2026, 3, 2)
 DAYS = 14
 MISSING_COLUMN_DAY = 13  # the users snapshot of the last day lacks `plan`

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import logging
+import os
 import shutil
 import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import date, timedelta
 from pathlib import Path
@@ -28,9 +29,11 @@ from refinery.assets.ml.splits import (
 )
 from refinery.datasets import checkout, latest_version, list_versions, load_split, read_profile
 from refinery.resources.registry import (
+    LOCK_FILE,
     DvcRegistry,
     RegistryError,
     dvc,
+    exclusive_lock,
     git,
     parse_version,
     version_tags,
@@ -82,12 +85,11 @@ class Published:
 
 
 @pytest.fixture(scope="module")
-def published(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Published]:
-    root = tmp_path_factory.mktemp("registry")
+def published(
+    tmp_path_factory: pytest.TempPathFactory, git_without_global_config: None
+) -> Published:
     # a machine without any global git identity: the registry must bring its own
-    no_global_git = pytest.MonkeyPatch()
-    no_global_git.setenv("GIT_CONFIG_GLOBAL", str(root / "no-global-gitconfig"))
-    no_global_git.setenv("GIT_CONFIG_NOSYSTEM", "1")
+    root = tmp_path_factory.mktemp("registry")
     registry = DvcRegistry(registry_dir=str(root / "registry"), remote_url=str(root / "dvc-remote"))
     first = training_set(root / "build-1", seed=1)
     one = registry.snapshot(first.directory, lineage="run one")
@@ -95,8 +97,7 @@ def published(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Published]:
     two = registry.snapshot(second.directory, lineage="run two")
     assert (one.created, two.created) == (True, True)
     assert one.file_md5s == first.file_md5s and two.file_md5s == second.file_md5s
-    yield Published(root, registry, first, second, version_tags(registry.path))
-    no_global_git.undo()
+    return Published(root, registry, first, second, version_tags(registry.path))
 
 
 def test_versions_are_tagged_and_listed(published: Published) -> None:
@@ -152,9 +153,22 @@ def test_unchanged_data_makes_no_new_version(published: Published, tmp_path: Pat
     assert version_tags(repo) == published.tags
 
 
+def wait_until(what: str, condition, timeout: float = 60.0, alive=None) -> None:
+    """Poll `condition` until true; fail if `alive()` turns false first or time runs out."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if alive is not None and not alive():
+            pytest.fail(f"gave up waiting for {what}: the publish ended first")
+        if time.monotonic() > deadline:
+            pytest.fail(f"gave up waiting for {what} after {timeout:.0f} s")
+        time.sleep(0.05)
+
+
 def test_concurrent_snapshots_queue_instead_of_failing(
-    published: Published, tmp_path: Path
+    published: Published, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
+    """Two publishes at once, made to meet: the registry lock is held until both are seen
+    queued on it, then released; each then publishes in turn."""
     repo = tmp_path / "registry"
     shutil.copytree(published.registry.path, repo)
     registry = DvcRegistry(registry_dir=str(repo), remote_url=str(published.root / "dvc-remote"))
@@ -167,11 +181,26 @@ def test_concurrent_snapshots_queue_instead_of_failing(
         except Exception as exc:  # noqa: BLE001 - the assertion below shows it
             errors.append(exc)
 
+    def queued_threads() -> set[int]:
+        return {
+            record.thread
+            for record in caplog.records
+            if record.getMessage().startswith("Waiting for the registry lock")
+        }
+
+    caplog.set_level(logging.INFO, logger="refinery.registry")
     threads = [threading.Thread(target=publish, args=(b,)) for b in builds]
+    with exclusive_lock(repo / LOCK_FILE, 10):
+        for thread in threads:
+            thread.start()
+        wait_until(
+            "both publishes to queue on the registry lock",
+            lambda: queued_threads() == {thread.ident for thread in threads},
+            alive=lambda: all(thread.is_alive() for thread in threads),
+        )
+        assert version_tags(repo) == published.tags  # nothing published while it is held
     for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
+        thread.join(timeout=300)
     assert errors == []
     # unserialized, both would see v2 as latest and publish (or trip over DVC's lock)
     assert sorted(r.created for r in results) == [False, True]
@@ -180,34 +209,106 @@ def test_concurrent_snapshots_queue_instead_of_failing(
     assert git(repo, "status", "--porcelain") == ""
 
 
+class OpensOf:
+    """Counts this process's opens of one file, through Python's audit events ("open"): an
+    observation of what the code does, nothing of it replaced. One audit hook is installed for
+    the session (hooks cannot be removed); it only counts while a path is watched."""
+
+    watched: str | None = None
+    count = 0
+    _installed = False
+
+    @classmethod
+    def _hook(cls, event: str, args: tuple) -> None:
+        if event != "open" or cls.watched is None or not args:
+            return
+        path = args[0]
+        if isinstance(path, (str, bytes, os.PathLike)):
+            path = os.fsdecode(path)
+            if (
+                path.endswith(os.path.basename(cls.watched))
+                and os.path.realpath(path) == cls.watched
+            ):
+                cls.count += 1
+
+    def __init__(self, path: Path) -> None:
+        if not OpensOf._installed:
+            sys.addaudithook(OpensOf._hook)
+            OpensOf._installed = True
+        self.path = os.path.realpath(path)
+
+    def __enter__(self) -> type[OpensOf]:
+        OpensOf.watched, OpensOf.count = self.path, 0
+        return OpensOf
+
+    def __exit__(self, *exc: object) -> None:
+        OpensOf.watched = None
+
+
+# holds DVC's repo lock (zc.lockfile, as DVC takes it) until a line arrives on stdin
+HOLD_DVC_LOCK = """
+import sys, zc.lockfile
+lock = zc.lockfile.LockFile(sys.argv[1])
+print("locked", flush=True)
+sys.stdin.readline()
+lock.close()
+print("released", flush=True)
+"""
+
+
 def test_dvc_repo_lock_held_by_another_process_is_waited_for(
     published: Published, tmp_path: Path
 ) -> None:
+    """Another process holds DVC's repo lock for longer than DVC itself waits (7 tries over 3 s):
+    the publish is seen trying the lock again and again while nothing is published, and
+    publishes once the holder lets go."""
+    from dvc.lock import DEFAULT_TIMEOUT
+
     repo = tmp_path / "registry"
     shutil.copytree(published.registry.path, repo)
     registry = DvcRegistry(registry_dir=str(repo), remote_url=str(published.root / "dvc-remote"))
+    build = training_set(tmp_path / "build", seed=6)
+    lock_file = repo / ".dvc" / "tmp" / "lock"
     holder = subprocess.Popen(
-        [
-            sys.executable,
-            "-c",
-            (
-                "import sys, time, zc.lockfile; lock = zc.lockfile.LockFile(sys.argv[1]); "
-                "print('locked', flush=True); time.sleep(3.5); lock.close()"
-            ),
-            str(repo / ".dvc" / "tmp" / "lock"),
-        ],
+        [sys.executable, "-c", HOLD_DVC_LOCK, str(lock_file)],
+        stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         text=True,
     )
+    outcome: dict = {}
+
+    def publish() -> None:
+        try:
+            outcome["result"] = registry.snapshot(build.directory)
+        except Exception as exc:  # noqa: BLE001 - the assertion below shows it
+            outcome["error"] = exc
+
+    publisher = threading.Thread(target=publish)
     try:
         assert holder.stdout.readline().strip() == "locked"
-        started = time.monotonic()
-        result = registry.snapshot(training_set(tmp_path / "build", seed=6).directory)
-        waited = time.monotonic() - started
+        with OpensOf(lock_file) as opens:
+            started = time.monotonic()
+            publisher.start()
+            # DVC alone tries 7 times and gives up; more tries mean refinery kept waiting
+            wait_until(
+                "the publish to retry DVC's lock", lambda: opens.count > 7, alive=publisher.is_alive
+            )
+            assert time.monotonic() - started >= DEFAULT_TIMEOUT * 0.9
+            assert publisher.is_alive() and "error" not in outcome
+            assert version_tags(repo) == published.tags
+            assert lock_file.read_text().split() == [str(holder.pid)]  # still the holder's
+            holder.stdin.write("release\n")
+            holder.stdin.flush()
+            assert holder.stdout.readline().strip() == "released"
+            publisher.join(timeout=300)
     finally:
+        if holder.poll() is None:
+            holder.kill()
         holder.wait(timeout=30)
-    assert result.created and result.tag == "training_set@v3.0.0"
-    assert waited > 2.5  # it really met the held lock (DVC alone gives up after 3 s)
+    assert not publisher.is_alive()
+    assert "error" not in outcome, outcome.get("error")
+    assert outcome["result"].created and outcome["result"].tag == "training_set@v3.0.0"
+    assert sorted(version_tags(repo)) == [1, 2, 3]
 
 
 def test_broken_remote_names_it_and_leaves_the_registry_consistent(

@@ -38,6 +38,8 @@ from refinery.resources.registry import (
 from tests.test_datasets_cli import START, write_gold_day
 from tests.test_registry import md5s_of, training_set
 
+pytestmark = pytest.mark.slow
+
 PUBLISH = """
 import logging, sys
 from pathlib import Path

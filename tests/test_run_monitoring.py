@@ -16,12 +16,15 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
 import yaml
 from dagster import DagsterInstance, DagsterRunStatus, RunsFilter
 
 from refinery.assets.ml.drift_report import REPORT_KEY
 from refinery.faults import KILL_ENV
 from tests.daemon_helpers import stop_daemon, wait_for
+
+pytestmark = pytest.mark.slow
 
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent

@@ -30,7 +30,9 @@ def bronze_of(tmp_path, lines: list[bytes], name="a.jsonl") -> pl.DataFrame:
 
 def test_each_bad_input_kind_is_quarantined_with_its_reason(tmp_path):
     result = clean_events(bronze_of(tmp_path, [ln for ln, _ in FAULTY_LINES]))
-    reasons = dict(zip(result.quarantine["_line"].to_list(), result.quarantine["quarantine_reason"].to_list()))
+    reasons = dict(
+        zip(result.quarantine["_line"], result.quarantine["quarantine_reason"], strict=True)
+    )
     for number, (_, expected) in enumerate(FAULTY_LINES, start=1):
         if expected in (None, "duplicate"):
             assert number not in reasons
@@ -39,7 +41,11 @@ def test_each_bad_input_kind_is_quarantined_with_its_reason(tmp_path):
     assert result.duplicates["_line"].to_list() == [12]
     assert result.balanced
     # quarantine keeps what was received, for a person to read
-    assert result.quarantine.filter(pl.col("_line") == 2)["_raw"].item().startswith('{"event_id": "e2"')
+    assert (
+        result.quarantine.filter(pl.col("_line") == 2)["_raw"]
+        .item()
+        .startswith('{"event_id": "e2"')
+    )
 
 
 def test_valid_rows_are_typed_normalised_and_follow_the_contract(tmp_path):
@@ -52,7 +58,11 @@ def test_valid_rows_are_typed_normalised_and_follow_the_contract(tmp_path):
     assert ok["event_time"] == datetime(2026, 3, 1, 8, tzinfo=UTC)
     assert ok["amount"] is None and ok["quantity"] == 1
     purchase = silver.filter(pl.col("event_id") == "e12").row(0, named=True)
-    assert (purchase["event_type"], purchase["amount"], purchase["quantity"]) == ("purchase", 12.5, 2)
+    assert (purchase["event_type"], purchase["amount"], purchase["quantity"]) == (
+        "purchase",
+        12.5,
+        2,
+    )
     click = silver.filter(pl.col("event_id") == "e13").row(0, named=True)
     assert click["product_id"] is None and click["device"] is None
 
@@ -98,17 +108,23 @@ def test_snapshot_rules_and_duplicate_keys(tmp_path):
     USERS.pandera_schema().validate(result.silver)
     assert result.silver["user_id"].to_list() == ["u1", "u2"]
     assert result.silver["country"].to_list() == ["DE", "US"]
-    assert dict(zip(result.quarantine["user_id"] if "user_id" in result.quarantine.columns else [], [])) == {}
-    assert sorted(result.quarantine["quarantine_reason"].to_list()) == [
-        "future_signup_date",
-        "invalid_boolean",
-        "invalid_country",
-    ]
-    assert result.duplicates.height == 1 and result.balanced
+    # each bad row is quarantined by its CSV line (the header is line 1), with its reason and
+    # the row as received
+    quarantine = result.quarantine.sort("_line")
+    reasons = dict(zip(quarantine["_line"], quarantine["quarantine_reason"], strict=True))
+    assert reasons == {4: "future_signup_date", 5: "invalid_country", 6: "invalid_boolean"}
+    assert quarantine["_raw"].to_list() == USERS_CSV.splitlines()[3:6]
+    # the repeated u2 row (line 7) is a duplicate of line 3, not a second u2
+    assert result.duplicates.select(
+        "user_id", "_line", "duplicate_reason", "original_line"
+    ).rows() == [("u2", 7, "duplicate_snapshot_row", 3)]
+    assert result.balanced
 
     products = tmp_path / "products.csv"
     products.write_text(PRODUCTS_CSV)
-    bronze = stamp(bronze_snapshot_from_file(products, "products.csv", "products"), "products", ARRIVAL, AT)
+    bronze = stamp(
+        bronze_snapshot_from_file(products, "products.csv", "products"), "products", ARRIVAL, AT
+    )
     result = clean_snapshot(bronze, "products")
     PRODUCTS.pandera_schema().validate(result.silver)
     assert result.silver["product_id"].to_list() == ["p1", "p3"]
@@ -118,7 +134,9 @@ def test_snapshot_rules_and_duplicate_keys(tmp_path):
 
 def test_snapshot_with_a_missing_column_is_quarantined_whole(tmp_path):
     users = tmp_path / "users.csv"
-    users.write_text("user_id,signup_date,country,birth_year,marketing_opt_in\nu1,2025-01-01,DE,1990,true\n")
+    users.write_text(
+        "user_id,signup_date,country,birth_year,marketing_opt_in\nu1,2025-01-01,DE,1990,true\n"
+    )
     bronze = stamp(bronze_snapshot_from_file(users, "users.csv", "users"), "users", ARRIVAL, AT)
     result = clean_snapshot(bronze, "users")
     assert result.silver.height == 0
@@ -169,7 +187,9 @@ def test_accounting_invariant_and_dedupe_hold_for_any_input(tmp_path_factory, ro
     for n, (i, k) in enumerate(rows, start=1):
         if k is None:
             first_line.setdefault(i, n)
-    assert dict(zip(kept, result.silver["_line"].to_list())) == {i: first_line[i] for i in kept}
+    assert dict(zip(kept, result.silver["_line"].to_list(), strict=True)) == {
+        i: first_line[i] for i in kept
+    }
 
 
 @settings(max_examples=25, deadline=None)
@@ -198,9 +218,7 @@ def test_silver_written_part_by_part_equals_the_whole_day_in_one_frame(
     staging = lake.staging_dir("silver", "events", ARRIVAL.isoformat())
     by_parts = write_silver_events(parts, lake, ARRIVAL, staging, EVENTS)
     whole = clean_events(bronze, prior_rows(lake, ARRIVAL, bronze["event_id"].drop_nulls()))
-    silver = pl.concat(
-        [pl.read_parquet(staging / f"part-{n}.parquet") for n in range(len(parts))]
-    )
+    silver = pl.concat([pl.read_parquet(staging / f"part-{n}.parquet") for n in range(len(parts))])
     assert silver.equals(whole.silver)
     assert by_parts.duplicates.equals(whole.duplicates)
     assert by_parts.quarantine.equals(whole.quarantine)
