@@ -9,7 +9,7 @@ export UV_PYTHON ?= 3.11
 DOTENV ?= $(CURDIR)/.env
 DOTENV_MARK := \# Written by make setup
 
-.PHONY: setup instance dotenv demo test test-fast check dev serve bench clean
+.PHONY: setup instance dotenv demo test test-fast check dev serve bench screenshots clean
 
 setup: instance dotenv
 	@$(UV) --version >/dev/null 2>&1 || python3 -m pip install --quiet --disable-pip-version-check uv
@@ -61,6 +61,11 @@ serve: setup
 
 bench: setup
 	$(UV) run python -m bench.run
+
+# The UI in headless Chromium (Debian's package; installed when missing and apt-get is there).
+screenshots: setup
+	command -v chromium >/dev/null || (apt-get update -qq && apt-get install -y -qq chromium)
+	$(UV) run --with playwright python scripts/screenshots.py
 
 clean:
 	rm -rf data .dagster_home dbt_project/target dbt_project/logs
