@@ -190,7 +190,6 @@ def blocking_failure(result: AssetCheckResult, blocking: bool) -> bool:
 def run_partitions(
     context,
     key: AssetKey,
-    blocking_checks: set[str],
     process_day: Callable[[str], tuple[dict, list[AssetCheckResult]]],
 ) -> Iterator:
     """Materialize every partition of the run, one date at a time in date order.
@@ -204,6 +203,7 @@ def run_partitions(
     included, since its files were written) are materialized explicitly, and the step fails
     before the next date is read, so its downstream steps do not run.
     """
+    blocking_checks = {spec.name for spec in context.assets_def.check_specs if spec.blocking}
     done: list[tuple[str, dict]] = []
     for partition in sorted(context.partition_keys):
         metadata, checks = process_day(partition)

@@ -67,7 +67,7 @@ def build_bronze_asset(table: str):
     )
     def _bronze(context: AssetExecutionContext, lake: LakeResource, policy: QualityPolicy):
         yield from run_partitions(
-            context, key, {"contract"},
+            context, key,
             lambda partition: bronze_day(context, lake, policy, table, partition),
         )
 

@@ -194,9 +194,6 @@ def quarantine_rate_check(result: SilverResult, max_rate: float, key: AssetKey) 
     )
 
 
-BLOCKING_CHECKS = {"row_accounting", "contract", "quarantine_rate", "snapshot_volume"}
-
-
 def build_silver_asset(table: str):
     key = AssetKey(["silver", table])
     contract = CONTRACTS[table]
@@ -261,7 +258,7 @@ def build_silver_asset(table: str):
     )
     def _silver(context: AssetExecutionContext, lake: LakeResource, policy: QualityPolicy):
         yield from run_partitions(
-            context, key, BLOCKING_CHECKS,
+            context, key,
             lambda partition: silver_day(lake, policy, table, partition),
         )
 
