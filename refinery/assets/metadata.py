@@ -2,15 +2,29 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
 from datetime import datetime
 from pathlib import Path
 
 import polars as pl
-from dagster import AssetCheckResult, AssetCheckSeverity, MetadataValue
+from dagster import (
+    AssetCheckEvaluation,
+    AssetCheckResult,
+    AssetCheckSeverity,
+    AssetKey,
+    AssetMaterialization,
+    Failure,
+    MaterializeResult,
+    MetadataValue,
+    Output,
+    TableColumn,
+    TableRecord,
+    TableSchema,
+)
 from pandera.errors import SchemaError, SchemaErrors
 
 from refinery.contracts.rules import Contract
+from refinery.faults import kill_point
 from refinery.quality import DEFAULT_HALF_LIFE_HOURS, completeness, consistency, freshness
 
 
@@ -27,8 +41,8 @@ def quality_measures(
     complete = completeness(frame, required)
     return {
         "quality/completeness": round(complete.pop("table"), 6),
-        "quality/completeness_by_column": MetadataValue.json(
-            {k: round(v, 6) for k, v in complete.items()}
+        "quality/completeness_by_column": counts_table(
+            {k: round(v, 6) for k, v in complete.items()}, "column", "completeness"
         ),
         "quality/consistency": round(consistency(passing_rows, evaluated_rows), 6),
         "quality/freshness": round(freshness(newest, half_life_hours=half_life_hours), 6),
@@ -145,3 +159,85 @@ def _failure_summary(cases) -> str:
     for row in grouped.sort("failures", descending=True).iter_rows():
         lines.append("| " + " | ".join(str(v) for v in row) + " |")
     return "\n".join(lines)
+
+
+def counts_table(counts: dict, key: str, count: str = "rows") -> MetadataValue:
+    """A {name: number} breakdown as a metadata table (the UI sorts and renders it), not JSON."""
+    kind = "float" if any(isinstance(v, float) for v in counts.values()) else "int"
+    return MetadataValue.table(
+        records=[TableRecord({key: str(k), count: v}) for k, v in counts.items()],
+        schema=TableSchema(columns=[TableColumn(key, "string"), TableColumn(count, kind)]),
+    )
+
+
+def names_table(names: dict[str, list[str]] | list[str], key: str = "entry") -> MetadataValue:
+    """Files and what was wrong with each, one row per (file, problem), as a metadata table."""
+    rows = (
+        [(name, problem) for name, problems in names.items() for problem in problems]
+        if isinstance(names, dict)
+        else [(name, "skipped") for name in names]
+    )
+    return MetadataValue.table(
+        records=[TableRecord({key: n, "problem": p}) for n, p in rows],
+        schema=TableSchema(columns=[TableColumn(key, "string"), TableColumn("problem", "string")]),
+    )
+
+
+def blocking_failure(result: AssetCheckResult, blocking: bool) -> bool:
+    return blocking and not result.passed and result.severity == AssetCheckSeverity.ERROR
+
+
+def run_partitions(
+    context,
+    key: AssetKey,
+    process_day: Callable[[str], tuple[dict, list[AssetCheckResult]]],
+) -> Iterator:
+    """Materialize every partition of the run, one date at a time in date order.
+
+    `process_day(partition)` writes and commits one partition and returns its metadata and its
+    check results. Each partition gets its own check evaluations (partitioned checks:
+    `AssetCheckEvaluation(partition=...)`) as soon as it is committed, and its own
+    materialization with its own metadata (`add_asset_metadata(partition_key=...)` + one final
+    output, which Dagster turns into one materialization per partition of the run). A blocking
+    check that fails on a date stops the run there: the dates processed so far (the failed one
+    included, since its files were written) are materialized explicitly, and the step fails
+    before the next date is read, so its downstream steps do not run.
+    """
+    blocking_checks = {spec.name for spec in context.assets_def.check_specs if spec.blocking}
+    done: list[tuple[str, dict]] = []
+    for partition in sorted(context.partition_keys):
+        metadata, checks = process_day(partition)
+        done.append((partition, metadata))
+        context.add_asset_metadata(metadata, partition_key=partition)
+        failed = []
+        for result in checks:
+            blocking = result.check_name in blocking_checks
+            if blocking_failure(result, blocking):
+                failed.append(result.check_name)
+            yield AssetCheckEvaluation(
+                asset_key=key,
+                check_name=result.check_name,
+                passed=result.passed,
+                metadata=result.metadata,
+                severity=result.severity,
+                description=result.description,
+                blocking=blocking,
+                partition=partition,
+            )
+        if failed:
+            for day, day_metadata in done:
+                yield AssetMaterialization(asset_key=key, partition=day, metadata=day_metadata)
+            later = [p for p in sorted(context.partition_keys) if p > partition]
+            raise Failure(
+                description=f"{key.to_user_string()} {partition}: blocking check(s) "
+                f"{', '.join(failed)} failed"
+                + (f"; not processed: {later[0]}…{later[-1]} ({len(later)} dates)" if later else ""),
+                metadata={"failed_partition": partition, "failed_checks": ", ".join(failed)},
+            )
+        kill_point(f"{key.path[0]}.after_day")
+    yield MaterializeResult(asset_key=key)  # no value: nothing goes to an IO manager
+    # The checks' own outputs (what a later step of the run may wait on): their evaluations,
+    # one per partition, were reported above.
+    assets_def = context.assets_def
+    for check_key in context.selected_asset_check_keys:
+        yield Output(None, output_name=assets_def.get_output_name_for_asset_check_key(check_key))

@@ -1,4 +1,7 @@
-"""bronze/events, bronze/users, bronze/products: one partition per arrival date, nothing lost."""
+"""bronze/events, bronze/users, bronze/products: one partition per arrival date, nothing lost.
+
+A run over a range of dates (a backfill) is one run: the dates are ingested one after another,
+each with its own materialization and check results (`run_partitions`)."""
 
 from datetime import UTC, date, datetime, timedelta
 
@@ -9,7 +12,7 @@ from dagster import (
     AssetCheckSpec,
     AssetExecutionContext,
     AssetKey,
-    MaterializeResult,
+    BackfillPolicy,
     MetadataValue,
     asset,
 )
@@ -23,7 +26,7 @@ from refinery.assets.bronze.ingest import (
     stamp,
     unsupported_file_record,
 )
-from refinery.assets.metadata import contract_check
+from refinery.assets.metadata import contract_check, counts_table, names_table, run_partitions
 from refinery.contracts.bronze import BRONZE_CONTRACTS
 from refinery.faults import kill_point
 from refinery.partitions import daily_partitions
@@ -51,110 +54,123 @@ def build_bronze_asset(table: str):
         partitions_def=daily_partitions,
         description=_DESCRIPTIONS[table],
         metadata={"dagster/column_schema": contract.dagster_table_schema()},
+        backfill_policy=BackfillPolicy.single_run(),
         check_specs=[
-            AssetCheckSpec("contract", asset=key, blocking=True,
+            AssetCheckSpec("contract", asset=key, blocking=True, partitions_def=daily_partitions,
                            description=f"Pandera {contract.name} contract on the written partition"),
-            AssetCheckSpec("unparsed_lines", asset=key, blocking=False,
+            AssetCheckSpec("unparsed_lines", asset=key, blocking=False, partitions_def=daily_partitions,
                            description="warns when lines could not be parsed (they go to quarantine)"),
-            AssetCheckSpec("landing_files", asset=key, blocking=False,
+            AssetCheckSpec("landing_files", asset=key, blocking=False, partitions_def=daily_partitions,
                            description="warns when the landing folder holds files refinery did not "
                            "read as exports (unsupported, misnamed, hidden, sub-folders), naming them"),
         ],
     )
     def _bronze(context: AssetExecutionContext, lake: LakeResource, policy: QualityPolicy):
-        arrival = date.fromisoformat(context.partition_key)
-        paths = lake.paths
-        paths.sweep_staging()
-        folder = landing_files(paths.landing_dir(table, context.partition_key), table)
-        ingested_at = datetime.now(UTC)
-        target = paths.partition_dir("bronze", table, context.partition_key)
-        staging = paths.staging_dir("bronze", table, context.partition_key)
-        rows_per_file: dict[str, int] = {}
-        file_problems: dict[str, list[str]] = {}
-        parts, checks = [], []
-
-        def frames_of(path):
-            source_file = str(path.relative_to(paths.root))
-            if path in folder.unsupported:
-                return source_file, iter([unsupported_file_record(table, path, source_file)])
-            if table == "events":
-                return source_file, bronze_event_parts(path, source_file)
-            return source_file, iter([bronze_snapshot_from_file(path, source_file, table)])
-
-        for path in [*folder.read, *folder.unsupported]:
-            source_file, frames = frames_of(path)
-            for frame in frames:
-                frame = stamp(frame, table, arrival, ingested_at)
-                write_parquet_atomic(frame, staging / f"part-{len(parts)}.parquet")
-                kill_point("bronze.after_part")
-                rows_per_file[source_file] = rows_per_file.get(source_file, 0) + frame.height
-                problems = (
-                    frame.filter(pl.col("_parse_error").is_in(list(FILE_ERRORS)))
-                    .select("_parse_error", "_parse_detail")
-                    .unique(maintain_order=True)
-                )
-                for error, detail in problems.iter_rows():
-                    noted = file_problems.setdefault(source_file, [])
-                    if f"{error}: {detail}" not in noted:
-                        noted.append(f"{error}: {detail}")
-                # Measure and validate part by part: a 10M-line day never sits in memory whole.
-                parts.append(_part_stats(frame, table, arrival))
-                checks.append(
-                    contract_check(
-                        frame, contract, check_name="contract", asset_key=key, blocking=True
-                    )
-                )
-                del frame
-        kill_point("bronze.before_swap")
-        replace_dir_atomic(staging, target)
-        skipped = [str(p.relative_to(paths.root)) for p in folder.skipped]
-        if file_problems or skipped:
-            context.log.warning(
-                f"landing/{table}/{context.partition_key}: files not read as exports: "
-                f"{file_problems}; skipped (hidden or sub-folders): {skipped}"
-            )
-
-        rows = sum(p["rows"] for p in parts)
-        by_error = _sum_counts([p["parse_errors"] for p in parts])
-        unparsed = sum(by_error.values())
-        newest_times = [p["newest"] for p in parts if p["newest"] is not None]
-        newest = max(newest_times, default=None) if table == "events" else ingested_at
-        nulls = _sum_counts([p["nulls"] for p in parts])
-        completeness = {c: 1.0 - (nulls.get(c, 0) / rows if rows else 0.0) for c in contract.required}
-        yield MaterializeResult(
-            asset_key=key,
-            metadata={
-                "dagster/row_count": rows,
-                "dagster/column_schema": contract.dagster_table_schema(),
-                "path": MetadataValue.path(str(target)),
-                "quality/completeness": round(min(completeness.values(), default=1.0), 6),
-                "quality/consistency": round(consistency(rows - unparsed, rows), 6),
-                "quality/freshness": round(
-                    freshness(newest, half_life_hours=policy.freshness_half_life_hours), 6
-                ),
-                "newest_record_time": str(newest),
-                "rows_per_file": MetadataValue.json(rows_per_file),
-                "unparsed_lines": unparsed,
-                "unparsed_by_error": MetadataValue.json(by_error),
-                "file_problems": MetadataValue.json(file_problems),
-                "skipped_entries": MetadataValue.json(skipped),
-            },
+        yield from run_partitions(
+            context, key,
+            lambda partition: bronze_day(context, lake, policy, table, partition),
         )
-        failed = [c for c in checks if not c.passed]
-        yield failed[0] if failed else checks[0]
-        yield AssetCheckResult(
-            asset_key=key,
-            check_name="unparsed_lines",
-            passed=unparsed == 0,
-            severity=AssetCheckSeverity.WARN,
-            description=f"{unparsed} of {rows} lines did not parse: {by_error}"
-            if unparsed
-            else "every line parsed",
-            metadata={"by_error": MetadataValue.json(by_error)},
-        )
-        yield landing_files_check(key, file_problems, skipped)
 
     return _bronze
+
+
+def bronze_day(
+    context: AssetExecutionContext, lake: LakeResource, policy: QualityPolicy, table: str, partition: str
+) -> tuple[dict, list[AssetCheckResult]]:
+    """Write and commit one bronze partition; its metadata and check results."""
+    key = AssetKey(["bronze", table])
+    contract = BRONZE_CONTRACTS[table]
+    arrival = date.fromisoformat(partition)
+    paths = lake.paths
+    paths.sweep_staging()
+    folder = landing_files(paths.landing_dir(table, partition), table)
+    ingested_at = datetime.now(UTC)
+    target = paths.partition_dir("bronze", table, partition)
+    staging = paths.staging_dir("bronze", table, partition)
+    rows_per_file: dict[str, int] = {}
+    file_problems: dict[str, list[str]] = {}
+    parts, checks = [], []
+
+    def frames_of(path):
+        source_file = str(path.relative_to(paths.root))
+        if path in folder.unsupported:
+            return source_file, iter([unsupported_file_record(table, path, source_file)])
+        if table == "events":
+            return source_file, bronze_event_parts(path, source_file)
+        return source_file, iter([bronze_snapshot_from_file(path, source_file, table)])
+
+    for path in [*folder.read, *folder.unsupported]:
+        source_file, frames = frames_of(path)
+        for frame in frames:
+            frame = stamp(frame, table, arrival, ingested_at)
+            write_parquet_atomic(frame, staging / f"part-{len(parts)}.parquet")
+            kill_point("bronze.after_part")
+            rows_per_file[source_file] = rows_per_file.get(source_file, 0) + frame.height
+            problems = (
+                frame.filter(pl.col("_parse_error").is_in(list(FILE_ERRORS)))
+                .select("_parse_error", "_parse_detail")
+                .unique(maintain_order=True)
+            )
+            for error, detail in problems.iter_rows():
+                noted = file_problems.setdefault(source_file, [])
+                if f"{error}: {detail}" not in noted:
+                    noted.append(f"{error}: {detail}")
+            # Measure and validate part by part: a 10M-line day never sits in memory whole.
+            parts.append(_part_stats(frame, table, arrival))
+            checks.append(
+                contract_check(
+                    frame, contract, check_name="contract", asset_key=key, blocking=True
+                )
+            )
+            del frame
+    kill_point("bronze.before_swap")
+    replace_dir_atomic(staging, target)
+    skipped = [str(p.relative_to(paths.root)) for p in folder.skipped]
+    if file_problems or skipped:
+        context.log.warning(
+            f"landing/{table}/{partition}: files not read as exports: "
+            f"{file_problems}; skipped (hidden or sub-folders): {skipped}"
+        )
+
+    rows = sum(p["rows"] for p in parts)
+    by_error = _sum_counts([p["parse_errors"] for p in parts])
+    unparsed = sum(by_error.values())
+    newest_times = [p["newest"] for p in parts if p["newest"] is not None]
+    newest = max(newest_times, default=None) if table == "events" else ingested_at
+    nulls = _sum_counts([p["nulls"] for p in parts])
+    completeness = {c: 1.0 - (nulls.get(c, 0) / rows if rows else 0.0) for c in contract.required}
+    metadata = {
+        "dagster/row_count": rows,
+        "dagster/column_schema": contract.dagster_table_schema(),
+        "path": MetadataValue.path(str(target)),
+        "quality/completeness": round(min(completeness.values(), default=1.0), 6),
+        "quality/consistency": round(consistency(rows - unparsed, rows), 6),
+        "quality/freshness": round(
+            freshness(newest, half_life_hours=policy.freshness_half_life_hours), 6
+        ),
+        "newest_record_time": str(newest),
+        "rows_per_file": counts_table(rows_per_file, "file"),
+        "unparsed_lines": unparsed,
+        "unparsed_by_error": counts_table(by_error, "parse_error"),
+        "file_problems": names_table(file_problems, "file"),
+        "skipped_entries": names_table(skipped),
+    }
+    failed = [c for c in checks if not c.passed]
+    unparsed_check = AssetCheckResult(
+        asset_key=key,
+        check_name="unparsed_lines",
+        passed=unparsed == 0,
+        severity=AssetCheckSeverity.WARN,
+        description=f"{unparsed} of {rows} lines did not parse: {by_error}"
+        if unparsed
+        else "every line parsed",
+        metadata={"by_error": counts_table(by_error, "parse_error")},
+    )
+    return metadata, [
+        failed[0] if failed else checks[0],
+        unparsed_check,
+        landing_files_check(key, file_problems, skipped),
+    ]
 
 
 def landing_files_check(
@@ -171,8 +187,8 @@ def landing_files_check(
         severity=AssetCheckSeverity.WARN,
         description="; ".join(lines)[:1000] if lines else "every file was read as an export",
         metadata={
-            "file_problems": MetadataValue.json(file_problems),
-            "skipped_entries": MetadataValue.json(skipped),
+            "file_problems": names_table(file_problems, "file"),
+            "skipped_entries": names_table(skipped),
         },
     )
 

@@ -4,9 +4,9 @@ Silver's checks (row accounting, contract, quarantine rate) run in the step that
 partition, so a failed one leaves the partition's files on disk: a gold run over a later range
 would read them. Before dbt runs, gold asks the Dagster instance, per silver partition it reads,
 for the checks of that partition's latest materialization and fails, naming each partition and
-check, if a blocking one failed. Silver's checks are not partitioned, so an evaluation belongs to
-a partition through its run: the evaluation's run id equals the run id of the partition's latest
-materialization (one partition per silver run). Re-running the partition (fixed files, or a
+check, if a blocking one failed. Silver's checks are partitioned: an evaluation names its partition,
+and it belongs to the partition's latest materialization when it comes from the same run (a
+backfill run materializes many partitions, each with its own evaluations). Re-running the partition (fixed files, or a
 raised limit) makes a new materialization whose checks pass, and gold reads it again.
 
 A partition never materialized through Dagster (files written by hand) has no checks to consult
@@ -86,22 +86,34 @@ def latest_materialization_runs(
     return {record.partition_key: record.run_id for record in records if record.partition_key}
 
 
-def check_records_of_runs(instance: DagsterInstance, check_key: AssetCheckKey, run_ids: set[str]):
-    """The latest execution record of `check_key` in each of `run_ids` (newest first, paged)."""
-    found = {}
+def check_records_of_runs(
+    instance: DagsterInstance, check_key: AssetCheckKey, wanted: set[tuple[str, str]]
+) -> dict[tuple[str, str], object]:
+    """The latest execution record of `check_key` for each (run id, partition) of `wanted`
+    (newest first, paged). A partitioned record counts for its own partition only; an
+    unpartitioned one (a run's planned event, or history from before the checks were
+    partitioned) for every partition of its run that has no record of its own."""
+    runs = {run_id for run_id, _ in wanted}
+    own: dict[tuple[str, str], object] = {}
+    run_wide: dict[str, object] = {}
     cursor = None
     storage = instance.event_log_storage
-    while len(found) < len(run_ids):
+    while len(own) < len(wanted):
         page = storage.get_asset_check_execution_history(
             check_key, limit=_HISTORY_PAGE, cursor=cursor
         )
         for record in page:
-            if record.run_id in run_ids and record.run_id not in found:
-                found[record.run_id] = record
+            if record.run_id not in runs:
+                continue
+            if record.partition is None:
+                run_wide.setdefault(record.run_id, record)
+            elif (record.run_id, record.partition) in wanted:
+                own.setdefault((record.run_id, record.partition), record)
         if len(page) < _HISTORY_PAGE:
             break
         cursor = page[-1].id
-    return found
+    found = {k: run_wide[k[0]] for k in wanted if k[0] in run_wide}
+    return found | own
 
 
 def blocked_partitions(
@@ -117,20 +129,14 @@ def blocked_partitions(
         runs = latest_materialization_runs(instance, asset_key, partitions)
         if not runs:
             continue
-        partition_of_run: dict[str, list[str]] = {}
-        for partition, run_id in runs.items():
-            partition_of_run.setdefault(run_id, []).append(partition)
+        wanted = {(run_id, partition) for partition, run_id in runs.items()}
         for check_name in blocking_checks.get(asset_key, ()):
             records = check_records_of_runs(
-                instance, AssetCheckKey(asset_key, check_name), set(partition_of_run)
+                instance, AssetCheckKey(asset_key, check_name), wanted
             )
-            for run_id, record in records.items():
+            for (run_id, partition), record in records.items():
                 reason = _blocking_reason(record, current_run_id)
-                if reason is None:
-                    continue
-                for partition in partition_of_run[run_id]:
-                    if record.partition is not None and record.partition != partition:
-                        continue
+                if reason is not None:
                     blocked.append(
                         BlockedPartition(asset_key, partition, check_name, run_id, reason)
                     )

@@ -7,7 +7,6 @@ the accounting invariant, the contract, and the quarantine rate.
 """
 
 
-import json
 from datetime import UTC, date, timedelta
 from pathlib import Path
 
@@ -19,12 +18,12 @@ from dagster import (
     AssetCheckSpec,
     AssetExecutionContext,
     AssetKey,
-    MaterializeResult,
+    BackfillPolicy,
     MetadataValue,
     asset,
 )
 
-from refinery.assets.metadata import contract_check, quality_metadata
+from refinery.assets.metadata import contract_check, counts_table, quality_metadata, run_partitions
 from refinery.assets.silver.event_index import prior_rows
 from refinery.assets.silver.transform import (
     SilverResult,
@@ -164,12 +163,15 @@ def quarantine_rate_check(result: SilverResult, max_rate: float, key: AssetKey) 
             f"{worst['_source_file']}:{worst['_line']}: {worst['quarantine_detail']} — "
             f"{(worst['_raw'] or '')[:200]!r}"
         )
-    passed = rate <= max_rate
+    fully = evaluated > 0 and result.quarantine.height == evaluated
+    passed = rate <= max_rate and not fully
     reasons = ", ".join(f"{r} ({n})" for r, n in top) or "none"
     description = (
         f"{rate:.2%} of rows quarantined (limit {max_rate:.2%}); top reasons: {reasons}"
         + (f"; example {example}" if example else "")
     )
+    if fully:
+        description = "every row of the partition was quarantined (nothing reached silver); " + description
     if not passed:
         description += (
             ". Inspect lake/quarantine for this partition, fix or re-deliver the upstream "
@@ -182,9 +184,11 @@ def quarantine_rate_check(result: SilverResult, max_rate: float, key: AssetKey) 
         severity=AssetCheckSeverity.ERROR,
         description=description,
         metadata={
-            "quarantine_rate": rate,
+            "quarantine_rate": round(rate, 6),
             "max_quarantine_rate": max_rate,
-            "top_reasons": MetadataValue.json(dict(top)),
+            "quarantined_rows": result.quarantine.height,
+            "evaluated_rows": evaluated,
+            "top_reasons": counts_table(dict(top), "reason"),
             "example": example or "none",
         },
     )
@@ -199,6 +203,7 @@ def build_silver_asset(table: str):
             AssetCheckSpec(
                 "snapshot_volume",
                 asset=key,
+                partitions_def=daily_partitions,
                 blocking=True,
                 description="the snapshot is not empty and not sharply smaller than the previous "
                 "one (REFINERY_MAX_SNAPSHOT_SHRINK)",
@@ -209,6 +214,7 @@ def build_silver_asset(table: str):
             AssetCheckSpec(
                 "duplicate_conflicts",
                 asset=key,
+                partitions_def=daily_partitions,
                 blocking=False,
                 description="warns when an event_id arrives again with different content",
             )
@@ -221,12 +227,14 @@ def build_silver_asset(table: str):
         group_name="silver",
         kinds={"polars", "pandera", "parquet"},
         partitions_def=daily_partitions,
+        backfill_policy=BackfillPolicy.single_run(),
         description=_DESCRIPTIONS[table],
         metadata={"dagster/column_schema": contract.dagster_table_schema()},
         check_specs=[
             AssetCheckSpec(
                 "row_accounting",
                 asset=key,
+                partitions_def=daily_partitions,
                 blocking=True,
                 description="bronze rows = silver rows + quarantined rows + duplicates dropped, "
                 "counted from the written files",
@@ -234,12 +242,14 @@ def build_silver_asset(table: str):
             AssetCheckSpec(
                 "contract",
                 asset=key,
+                partitions_def=daily_partitions,
                 blocking=True,
                 description=f"Pandera {contract.name} contract on the written partition",
             ),
             AssetCheckSpec(
                 "quarantine_rate",
                 asset=key,
+                partitions_def=daily_partitions,
                 blocking=True,
                 description="share of the partition's rows quarantined stays under the policy limit",
             ),
@@ -247,95 +257,107 @@ def build_silver_asset(table: str):
         ],
     )
     def _silver(context: AssetExecutionContext, lake: LakeResource, policy: QualityPolicy):
-        arrival = date.fromisoformat(context.partition_key)
-        paths = lake.paths
-        bronze_parts = paths.partition_parts("bronze", table, context.partition_key)
-        if not bronze_parts:
-            raise FileNotFoundError(
-                f"bronze/{table} has no partition {context.partition_key} "
-                f"({paths.partition_dir('bronze', table, context.partition_key)}). "
-                f"Materialize bronze/{table} for this date first."
-            )
-        kill_point("silver.start")  # the bronze → silver boundary: bronze committed, silver not begun
-        paths.sweep_staging()
-        target = paths.partition_dir("silver", table, context.partition_key)
-        staging = paths.staging_dir("silver", table, context.partition_key)
-        contract = (
-            events_contract(policy.min_event_time, policy.max_event_age_days)
-            if table == "events"
-            else CONTRACTS[table]
+        yield from run_partitions(
+            context, key,
+            lambda partition: silver_day(lake, policy, table, partition),
         )
-        if table == "events":
-            result = write_silver_events(bronze_parts, paths, arrival, staging, contract)
-        else:
-            result = clean_snapshot(pl.scan_parquet(bronze_parts), table)
-            write_parquet_atomic(result.silver, staging / "part-0.parquet")
-            result.silver = result.silver.clear()
-        q_target = paths.partition_dir("quarantine", table, context.partition_key)
-        q_staging = paths.staging_dir("quarantine", table, context.partition_key)
-        write_parquet_atomic(result.quarantine, q_staging / "part-0.parquet")
-        write_parquet_atomic(result.duplicates, q_staging / "duplicates.parquet")
-        kill_point("silver.before_swap")
-        replace_dir_atomic(q_staging, q_target)
-        kill_point("silver.between_swaps")
-        replace_dir_atomic(staging, target)
-
-        # The checks read back what was written, part by part or as a lazy scan.
-        parts = paths.partition_parts("silver", table, context.partition_key)
-        written = pl.scan_parquet(parts)
-        accounting = {
-            "bronze_rows": pl.scan_parquet(bronze_parts).select(pl.len()).collect().item(),
-            "silver_rows": written.select(pl.len()).collect().item(),
-            "quarantined_rows": pl.scan_parquet(q_target / "part-0.parquet").select(pl.len()).collect().item(),
-            "duplicates_dropped": pl.scan_parquet(q_target / "duplicates.parquet").select(pl.len()).collect().item(),
-        }
-        balanced = accounting["bronze_rows"] == (
-            accounting["silver_rows"] + accounting["quarantined_rows"] + accounting["duplicates_dropped"]
-        )
-        newest = (
-            written.select(pl.col("event_time").max()).collect().item()
-            if table == "events"
-            else _snapshot_time(arrival)
-        )
-        metadata = quality_metadata(
-            written,
-            contract,
-            passing_rows=accounting["silver_rows"],
-            evaluated_rows=accounting["bronze_rows"] - accounting["duplicates_dropped"],
-            newest=newest,
-            half_life_hours=policy.freshness_half_life_hours,
-            path=target,
-        )
-        metadata |= {
-            **{f"accounting/{k}": v for k, v in accounting.items()},
-            "quarantine_by_reason": MetadataValue.json(result.quarantine_by_reason),
-            "duplicates_by_reason": MetadataValue.json(_duplicate_reasons(result.duplicates)),
-            "quarantine_path": MetadataValue.path(str(q_target)),
-        }
-        yield MaterializeResult(asset_key=key, metadata=metadata)
-        yield AssetCheckResult(
-            asset_key=key,
-            check_name="row_accounting",
-            passed=balanced,
-            severity=AssetCheckSeverity.ERROR,
-            description=(
-                "{bronze_rows} bronze = {silver_rows} silver + {quarantined_rows} quarantined + "
-                "{duplicates_dropped} duplicates".format(**accounting)
-            )
-            + ("" if balanced else " — rows were lost or invented; this is a bug, report it"),
-            metadata={"accounting": MetadataValue.json(json.loads(json.dumps(accounting)))},
-        )
-        yield contract_check(parts, contract, check_name="contract", asset_key=key, blocking=True)
-        yield quarantine_rate_check(result, policy.max_quarantine_rate, key)
-        if table == "events":
-            yield conflict_check(result, key)
-        else:
-            previous = previous_snapshot_rows(paths, table, arrival)
-            yield snapshot_volume_check(
-                table, accounting["silver_rows"], previous, policy.max_snapshot_shrink, key
-            )
 
     return _silver
+
+
+def silver_day(
+    lake: LakeResource, policy: QualityPolicy, table: str, partition: str
+) -> tuple[dict, list[AssetCheckResult]]:
+    """Write and commit one silver partition (after every earlier one: events dedupe against
+    them); its metadata and check results."""
+    key = AssetKey(["silver", table])
+    arrival = date.fromisoformat(partition)
+    paths = lake.paths
+    bronze_parts = paths.partition_parts("bronze", table, partition)
+    if not bronze_parts:
+        raise FileNotFoundError(
+            f"bronze/{table} has no partition {partition} "
+            f"({paths.partition_dir('bronze', table, partition)}). "
+            f"Materialize bronze/{table} for this date first."
+        )
+    kill_point("silver.start")  # the bronze → silver boundary: bronze committed, silver not begun
+    paths.sweep_staging()
+    target = paths.partition_dir("silver", table, partition)
+    staging = paths.staging_dir("silver", table, partition)
+    contract = (
+        events_contract(policy.min_event_time, policy.max_event_age_days)
+        if table == "events"
+        else CONTRACTS[table]
+    )
+    if table == "events":
+        result = write_silver_events(bronze_parts, paths, arrival, staging, contract)
+    else:
+        result = clean_snapshot(pl.scan_parquet(bronze_parts), table)
+        write_parquet_atomic(result.silver, staging / "part-0.parquet")
+        result.silver = result.silver.clear()
+    q_target = paths.partition_dir("quarantine", table, partition)
+    q_staging = paths.staging_dir("quarantine", table, partition)
+    write_parquet_atomic(result.quarantine, q_staging / "part-0.parquet")
+    write_parquet_atomic(result.duplicates, q_staging / "duplicates.parquet")
+    kill_point("silver.before_swap")
+    replace_dir_atomic(q_staging, q_target)
+    kill_point("silver.between_swaps")
+    replace_dir_atomic(staging, target)
+
+    # The checks read back what was written, part by part or as a lazy scan.
+    parts = paths.partition_parts("silver", table, partition)
+    written = pl.scan_parquet(parts)
+    accounting = {
+        "bronze_rows": pl.scan_parquet(bronze_parts).select(pl.len()).collect().item(),
+        "silver_rows": written.select(pl.len()).collect().item(),
+        "quarantined_rows": pl.scan_parquet(q_target / "part-0.parquet").select(pl.len()).collect().item(),
+        "duplicates_dropped": pl.scan_parquet(q_target / "duplicates.parquet").select(pl.len()).collect().item(),
+    }
+    balanced = accounting["bronze_rows"] == (
+        accounting["silver_rows"] + accounting["quarantined_rows"] + accounting["duplicates_dropped"]
+    )
+    newest = (
+        written.select(pl.col("event_time").max()).collect().item()
+        if table == "events"
+        else _snapshot_time(arrival)
+    )
+    metadata = quality_metadata(
+        written,
+        contract,
+        passing_rows=accounting["silver_rows"],
+        evaluated_rows=accounting["bronze_rows"] - accounting["duplicates_dropped"],
+        newest=newest,
+        half_life_hours=policy.freshness_half_life_hours,
+        path=target,
+    )
+    metadata |= {
+        **{f"accounting/{k}": v for k, v in accounting.items()},
+        "quarantine_by_reason": counts_table(result.quarantine_by_reason, "reason"),
+        "duplicates_by_reason": counts_table(_duplicate_reasons(result.duplicates), "reason"),
+        "quarantine_path": MetadataValue.path(str(q_target)),
+    }
+    checks = [AssetCheckResult(
+        asset_key=key,
+        check_name="row_accounting",
+        passed=balanced,
+        severity=AssetCheckSeverity.ERROR,
+        description=(
+            "{bronze_rows} bronze = {silver_rows} silver + {quarantined_rows} quarantined + "
+            "{duplicates_dropped} duplicates".format(**accounting)
+        )
+        + ("" if balanced else " — rows were lost or invented; this is a bug, report it"),
+        metadata={"accounting": counts_table(accounting, "count")},
+    )]
+    checks.append(contract_check(parts, contract, check_name="contract", asset_key=key, blocking=True))
+    checks.append(quarantine_rate_check(result, policy.max_quarantine_rate, key))
+    if table == "events":
+        checks.append(conflict_check(result, key))
+    else:
+        previous = previous_snapshot_rows(paths, table, arrival)
+        checks.append(snapshot_volume_check(
+            table, accounting["silver_rows"], previous, policy.max_snapshot_shrink, key
+        ))
+    return metadata, checks
 
 
 def _duplicate_reasons(duplicates: pl.DataFrame) -> dict[str, int]:
