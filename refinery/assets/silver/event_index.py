@@ -185,12 +185,29 @@ def _save_npy(path: Path, array: np.ndarray) -> None:
         tmp.unlink(missing_ok=True)
 
 
+def _save_taken(path: Path, array: np.ndarray, order: np.ndarray) -> None:
+    """`array[order]` as a .npy file, written through a memory map (no second copy in RAM)."""
+    if len(order) == 0:
+        _save_npy(path, array[order])
+        return
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
+    try:
+        out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint64, shape=(len(order),))
+        for i in range(0, len(order), 1 << 24):
+            np.take(array, order[i:i + (1 << 24)], out=out[i:i + (1 << 24)])
+        out.flush()
+        del out
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
 def _write_run(root: Path, fp: np.ndarray, loc: np.ndarray) -> str:
     order = np.argsort(fp, kind="stable")  # timsort: concatenated sorted runs merge in O(n log k)
     name = f"run-{uuid.uuid4().hex}"
-    _save_npy(root / f"{name}.fp.npy", fp[order])
+    _save_taken(root / f"{name}.fp.npy", fp, order)
     kill_point("index.between_run_files")
-    _save_npy(root / f"{name}.loc.npy", loc[order])
+    _save_taken(root / f"{name}.loc.npy", loc, order)
     return name
 
 
@@ -278,7 +295,8 @@ def refresh(paths: LakePaths, hash_fn: HashFn = fingerprints, hash_name: str = H
                               "partitions": kept})
         kill_point("index.after_manifest")
         for f in root.iterdir():  # orphans: runs of a killed or superseded update
-            if f.name.startswith("run-") and f.name.split(".")[0] not in runs:
+            if ((f.name.startswith("run-") and f.name.split(".")[0] not in runs)
+                    or (f.name.startswith((".run-", ".manifest.")) and f.name.endswith(".tmp"))):
                 f.unlink(missing_ok=True)
         return stats
 
@@ -291,8 +309,10 @@ def _merge(root: Path, names: list[str], runs: dict, kept: dict) -> tuple[str, i
     for n in names:
         fp, loc = _open_run(root, n, runs[n]["entries"])
         keep = np.isin(_days_of(loc), ordinals)
-        fps.append(np.asarray(fp)[keep])
-        locs.append(np.asarray(loc)[keep])
+        whole = bool(keep.all())  # the usual case: concatenated straight from the memory maps
+        fps.append(fp if whole else np.asarray(fp)[keep])
+        locs.append(loc if whole else np.asarray(loc)[keep])
+        del keep
     fp, loc = np.concatenate(fps), np.concatenate(locs)
     return _write_run(root, fp, loc), len(fp)
 
