@@ -1,21 +1,24 @@
-"""Deduplication against all of history at 1M events a day: silver's scan of the earlier
-partitions (`refinery.assets.silver.event_index.prior_rows`) against a per-partition index of
-64-bit fingerprints probed through a prefix bitmap (the design it replaced, loaded from git
-revision `a1c1824` at run time), side by side at 30, 90 and 365 days of history.
+"""Deduplication against all of history at 1M events a day: the straight scan of every earlier
+silver partition (`event_index.scan_prior_rows`, the reference) against the fingerprint LSM
+(`event_index.prior_rows`), side by side at 30, 90 and 365 days of history, in one run.
 
-One lake is grown day by day to each history length: every day a silver events partition of
-`--events` rows (and, for the fingerprint variant, its `event_ids.index`). Then one new day of
-`--events` ids, `--redelivered` of them re-deliveries spread over the history, is checked by both;
-each must return exactly the re-delivered ids (checked on every run), then each is timed (median of
---repeat, each run in a fresh child process whose ru_maxrss is its peak memory).
+One lake is grown day by day to each history length, as silver grows it: every day a silver
+events partition of `--events` rows written as Parquet, then `refresh` adds it to the index (each
+add is timed: its mean is the amortised cost of adding a day, its maximum the worst-case merge).
+Then one new day of `--events` ids, `--redelivered` of them re-deliveries, is looked up. Two
+placements of the re-deliveries: `recent` (from the last 7 days: producer retries) and `uniform`
+(spread over the whole history: the worst case for the index, which must read every partition
+holding a hit). Each answer is checked first (index rows == scan rows, found ids == the
+re-delivered ids), then each variant is timed: median of --repeat runs, each in a fresh child
+process whose VmHWM is its peak memory. Run it niced, one size at a time on a shared box:
 
-    uv run python -m bench.bench_event_index --events 1000000 --days 30,90,365
+    nice -n 10 uv run python -m bench.bench_event_index --events 1000000 --days 30 --work /tmp/ei
+    nice -n 10 uv run python -m bench.bench_event_index --events 1000000 --days 90 --work /tmp/ei
 """
 
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import resource
 import statistics
@@ -30,22 +33,6 @@ import numpy as np
 import polars as pl
 
 START = date(2025, 1, 1)
-INDEX_REV = "a1c1824"
-REPO = Path(__file__).resolve().parents[1]
-
-
-def fingerprint_index_module():
-    source = subprocess.check_output(
-        ["git", "-C", str(REPO), "show", f"{INDEX_REV}:refinery/assets/silver/event_index.py"],
-        text=True,
-    )
-    path = Path(tempfile.mkdtemp()) / "fingerprint_index.py"
-    path.write_text(source)
-    spec = importlib.util.spec_from_file_location("fingerprint_index", path)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["fingerprint_index"] = module
-    spec.loader.exec_module(module)
-    return module
 
 
 def silver_day(day: int, n: int) -> pl.DataFrame:
@@ -68,53 +55,76 @@ def silver_day(day: int, n: int) -> pl.DataFrame:
     )
 
 
-def build(root: Path, days: int, n: int) -> None:
+def build(root: Path, days: int, n: int) -> list[float]:
+    """Grow the lake to `days` partitions, indexing each as it lands; the add times (s) of the
+    days added now (earlier runs' are in root/adds.json)."""
+    from refinery.assets.silver import event_index
     from refinery.resources.lake import LakePaths, write_parquet_atomic
 
-    fingerprint = fingerprint_index_module()
     paths = LakePaths(root)
-    for d in range(days):
+    log = root / "adds.json"
+    adds = json.loads(log.read_text()) if log.exists() else []
+    for d in range(len(adds), days):
         target = paths.partition_dir("silver", "events", (START + timedelta(days=d)).isoformat())
-        if (target / fingerprint.INDEX_FILE).exists():
-            continue
-        frame = silver_day(d, n)
-        write_parquet_atomic(frame, target / "part-0.parquet")
-        fingerprint.write_index(frame, target / fingerprint.INDEX_FILE)
+        write_parquet_atomic(silver_day(d, n), target / "part-0.parquet")
+        started = time.perf_counter()
+        event_index.refresh(paths)
+        adds.append(time.perf_counter() - started)
+        log.write_text(json.dumps(adds))
+    return adds[:days]
 
 
-def new_day(days: int, n: int, redelivered: int, seed: int = 7) -> tuple[pl.Series, set[str]]:
+def new_day(days: int, n: int, redelivered: int, where: str, seed: int = 7):
     rng = np.random.default_rng(seed)
-    old_days = rng.integers(0, days, redelivered)
+    low = max(0, days - 7) if where == "recent" else 0
+    old_days = rng.integers(low, days, redelivered)
     old_rows = rng.integers(0, n, redelivered)
     again = {f"ev-{d:04d}-{r:08d}" for d, r in zip(old_days, old_rows)}
     fresh = [f"new-{i:08d}" for i in range(n - len(again))]
     return pl.Series("event_id", [*fresh, *sorted(again)]), again
 
 
-def child(method: str, root: str, days: int, n: int, redelivered: int) -> None:
+def peak_mb() -> float:
+    """This process's own peak RSS (VmHWM starts afresh at exec; ru_maxrss keeps the parent's)."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def child(method: str, where: str, root: str, days: int, n: int, redelivered: int) -> None:
     from refinery.assets.silver import event_index
     from refinery.resources.lake import LakePaths
 
-    module = event_index if method == "scan" else fingerprint_index_module()
     paths = LakePaths(Path(root))
-    ids, expected = new_day(days, n, redelivered)
+    ids, expected = new_day(days, n, redelivered, where)
     arrival = START + timedelta(days=days)
+    if method == "check":
+        index = event_index.prior_rows(paths, arrival, ids, update=False)
+        scan = event_index.scan_prior_rows(paths, arrival, ids)
+        ok = index.equals(scan) and set(index["event_id"]) == expected
+        print(json.dumps({"seconds": 0, "peak_mb": 0, "correct": ok}))
+        return
     started = time.perf_counter()
-    found = set(module.prior_rows(paths, arrival, ids)["event_id"])
+    if method == "scan":
+        found = event_index.scan_prior_rows(paths, arrival, ids)
+    else:
+        found = event_index.prior_rows(paths, arrival, ids, update=False)
     seconds = time.perf_counter() - started
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    print(json.dumps({"seconds": seconds, "peak_mb": peak, "correct": found == expected}))
+    peak = peak_mb()
+    print(json.dumps({"seconds": seconds, "peak_mb": peak,
+                      "correct": set(found["event_id"]) == expected}))
 
 
-def measure(method, root, days, n, redelivered, repeat) -> dict:
+def measure(method, where, root, days, n, redelivered, repeat) -> dict:
     runs = []
     for _ in range(repeat):
         out = subprocess.check_output(
-            [sys.executable, "-m", "bench.bench_event_index", "--child", method, str(root),
+            [sys.executable, "-m", "bench.bench_event_index", "--child", method, where, str(root),
              str(days), str(n), str(redelivered)], text=True,
         )
         runs.append(json.loads(out.strip().splitlines()[-1]))
-    assert all(r["correct"] for r in runs), f"{method} found the wrong ids at {days} days"
+    assert all(r["correct"] for r in runs), f"{method}/{where} found the wrong rows at {days} days"
     return {"seconds": statistics.median(r["seconds"] for r in runs),
             "peak_mb": max(r["peak_mb"] for r in runs)}
 
@@ -122,27 +132,30 @@ def measure(method, root, days, n, redelivered, repeat) -> dict:
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv and argv[0] == "--child":
-        child(argv[1], argv[2], int(argv[3]), int(argv[4]), int(argv[5]))
+        child(argv[1], argv[2], argv[3], int(argv[4]), int(argv[5]), int(argv[6]))
         return 0
     parser = argparse.ArgumentParser()
     parser.add_argument("--events", type=int, default=1_000_000)
     parser.add_argument("--days", default="30,90,365")
-    parser.add_argument("--redelivered", type=int, default=1000)
+    parser.add_argument("--redelivered", type=int, default=15_000)
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--work", type=Path, default=None)
     args = parser.parse_args(argv)
     work = args.work or Path(tempfile.mkdtemp(prefix="event-index-"))
+    work.mkdir(parents=True, exist_ok=True)
     print(f"work dir {work}; {args.events} events/day, {args.redelivered} re-deliveries", flush=True)
     for days in sorted(int(d) for d in args.days.split(",")):
-        build(work, days, args.events)
-        scan = measure("scan", work, days, args.events, args.redelivered, args.repeat)
-        index = measure("index", work, days, args.events, args.redelivered, args.repeat)
-        print(
-            f"{days:4d} days: scan (silver) {scan['seconds']:6.2f} s, {scan['peak_mb']:5.0f} MB | "
-            f"fingerprint index {index['seconds']:6.2f} s, {index['peak_mb']:5.0f} MB | "
-            f"index / scan {index['seconds'] / scan['seconds']:.1f}x",
-            flush=True,
-        )
+        adds = build(work, days, args.events)
+        for where in ("recent", "uniform"):
+            measure("check", where, work, days, args.events, args.redelivered, 1)
+        scan = measure("scan", "uniform", work, days, args.events, args.redelivered, args.repeat)
+        res = {w: measure("index", w, work, days, args.events, args.redelivered, args.repeat)
+               for w in ("recent", "uniform")}
+        print(json.dumps({"days": days, "scan": scan, "index": res,
+                          "add_mean_s": statistics.mean(adds), "add_median_s": statistics.median(adds),
+                          "add_max_s": max(adds), "add_last_s": adds[-1],
+                          "index_mb": sum(p.stat().st_size for p in (work / "lake/.index/silver-events").iterdir()) / 2**20}),
+              flush=True)
     return 0
 
 

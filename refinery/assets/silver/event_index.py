@@ -1,27 +1,109 @@
 """Which of a day's event_ids silver already holds, over all of history.
 
 Silver deduplicates a day's events against every earlier partition, not a look-back window: a
-re-delivery a year later must not double-count. The lookup is one streaming Polars scan of the
-earlier partitions' `event_id` column with the day's ids as a hash set; only the rows that match
-are materialized (every column, for the conflict test and the original's location). Nothing
-besides silver itself is kept, so there is no second structure to drift from the data or to
-repair after a crash.
+re-delivery a year later must not double-count. `prior_rows` answers it through a compact index
+of 64-bit fingerprints kept beside silver (`lake/.index/silver-events/`), and keeps the straight
+scan of every earlier partition (`scan_prior_rows`) as the reference and the fallback.
 
-Measured at 1M events a day (bench/bench_event_index.py, docs/BENCHMARKS.md): this scan against
-a per-partition index of 64-bit fingerprints probed through a prefix bitmap, in one run. The scan
-won at every history length measured, because Polars reads and probes a dictionary-free string
-column about as fast as numpy walks 8-byte fingerprints, and the fingerprint index paid a fixed
-cost (hashing the day's ids, reading matching row groups) that the scan does not.
+The index is a small LSM: immutable sorted runs of fingerprints (`<run>.fp.npy`, uint64, memory
+mapped) with, for each entry, where the row lives (`<run>.loc.npy`: partition day, part number,
+row number packed into a uint64). Each indexed partition is added as one new run; runs are merged
+tier by tier (FANOUT runs of a tier make one of the next), so adding a day costs
+O(day · log history) amortised and a lookup probes only a handful of runs whatever the history
+length. The fingerprint is a stable FNV-1a-64 of the id's UTF-8 bytes with a splitmix64 finish,
+computed vectorised over the Arrow buffers (no per-id Python); it never decides anything: a hit
+only names the silver parts to read, and those are read with an exact `event_id` filter, so a
+64-bit collision costs a read, never an event.
+
+The index is derived state, never a source of truth. `manifest.json` (written last, temp file +
+os.replace) records for each indexed partition its parts' (name, size, mtime_ns, inode) and the
+run holding its entries. A partition whose parts differ (a backfill rewrote it), that the
+manifest does not know, or whose run is missing or unreadable is scanned straight instead, and
+the next `refresh` re-indexes it. A SIGKILL anywhere in `refresh` (kill points `index.*`) leaves
+the previous manifest, or the new one with all its runs in place; orphaned run files are
+deleted by the next refresh. Only partitions before `arrival` count as history, whatever else
+the index holds.
+
+Measured at 1M events a day in bench/bench_event_index.py (docs/BENCHMARKS.md).
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
+import json
+import os
+import uuid
+from collections.abc import Callable
 from datetime import date
+from pathlib import Path
 
+import numpy as np
 import polars as pl
+import pyarrow as pa
 
 from refinery.contracts.silver import EVENTS
+from refinery.faults import kill_point
 from refinery.resources.lake import LakePaths
+
+INDEX_VERSION = 1
+HASH_NAME = "fnv1a64-splitmix-v1"
+FANOUT = 4
+_FNV_OFFSET = np.uint64(0xCBF29CE484222325)
+_FNV_PRIME = np.uint64(0x100000001B3)
+_DAY_SHIFT, _PART_SHIFT = np.uint64(40), np.uint64(28)
+_ROW_MASK, _PART_MASK = (1 << 28) - 1, (1 << 12) - 1
+
+HashFn = Callable[[pl.Series], np.ndarray]
+
+
+def fingerprints(ids: pl.Series) -> np.ndarray:
+    """Stable 64-bit fingerprints of non-null string ids (same id, same value, any version)."""
+    arr = ids.cast(pl.String).rechunk().to_arrow()
+    if isinstance(arr, pa.ChunkedArray):
+        arr = arr.combine_chunks()
+    arr = arr.cast(pa.large_binary())
+    n = len(arr)
+    _, off_buf, data_buf = arr.buffers()
+    offsets = np.frombuffer(off_buf, dtype=np.int64)[arr.offset: arr.offset + n + 1]
+    data = np.frombuffer(data_buf, dtype=np.uint8) if data_buf is not None else np.zeros(0, np.uint8)
+    lengths = np.diff(offsets)
+    order = np.argsort(-lengths, kind="stable")
+    starts, lens = offsets[:-1][order], lengths[order]
+    neg = -lens
+    h = np.full(n, _FNV_OFFSET, dtype=np.uint64)
+    for j in range(int(lens[0]) if n else 0):
+        k = int(np.searchsorted(neg, -j, side="left"))  # ids longer than j bytes
+        h[:k] ^= data[starts[:k] + j].astype(np.uint64)
+        h[:k] *= _FNV_PRIME
+    h ^= lens.astype(np.uint64)
+    h ^= h >> np.uint64(30)
+    h *= np.uint64(0xBF58476D1CE4E5B9)
+    h ^= h >> np.uint64(27)
+    h *= np.uint64(0x94D049BB133111EB)
+    h ^= h >> np.uint64(31)
+    out = np.empty(n, dtype=np.uint64)
+    out[order] = h
+    return out
+
+
+# -- the reference -------------------------------------------------------------------------------
+
+def _schema() -> dict:
+    return {c.name: c.dtype for c in EVENTS.columns}
+
+
+def _read_matching(parts: list, wanted: pl.Series) -> pl.DataFrame:
+    # Read as the contract's columns: a partition written before a column was added (or after
+    # one was dropped) still scans with the rest.
+    if not parts:
+        return pl.DataFrame(schema=_schema())
+    return (
+        pl.scan_parquet(parts, schema=_schema(), missing_columns="insert", extra_columns="ignore")
+        .filter(pl.col("event_id").is_in(wanted.implode()))
+        .collect()
+        .sort(["arrival_date", "_source_file", "_line"], maintain_order=True)
+    )
 
 
 def earlier_parts(paths: LakePaths, arrival: date) -> list:
@@ -34,18 +116,261 @@ def earlier_parts(paths: LakePaths, arrival: date) -> list:
     ]
 
 
-def prior_rows(paths: LakePaths, arrival: date, ids: pl.Series) -> pl.DataFrame:
-    """Silver rows of partitions before `arrival` whose event_id is among `ids`, earliest first."""
-    parts = earlier_parts(paths, arrival)
+def scan_prior_rows(paths: LakePaths, arrival: date, ids: pl.Series) -> pl.DataFrame:
+    """The straight scan of every earlier partition: the reference the index must equal."""
     wanted = ids.drop_nulls().unique()
-    schema = {c.name: c.dtype for c in EVENTS.columns}
-    if not parts or wanted.len() == 0:
-        return pl.DataFrame(schema=schema)
-    # Read as the contract's columns: a partition written before a column was added (or after
-    # one was dropped) still scans with the rest.
-    return (
-        pl.scan_parquet(parts, schema=schema, missing_columns="insert", extra_columns="ignore")
-        .filter(pl.col("event_id").is_in(wanted.implode()))
-        .collect()
-        .sort(["arrival_date", "_source_file", "_line"], maintain_order=True)
-    )
+    if wanted.len() == 0:
+        return pl.DataFrame(schema=_schema())
+    return _read_matching(earlier_parts(paths, arrival), wanted)
+
+
+# -- index files ---------------------------------------------------------------------------------
+
+def index_dir(paths: LakePaths) -> Path:
+    return paths.lake / ".index" / "silver-events"
+
+
+def _signature(parts: list[Path]) -> list:
+    sig = []
+    for p in parts:
+        st = p.stat()
+        sig.append([p.name, st.st_size, st.st_mtime_ns, st.st_ino])
+    return sig
+
+
+def _current(paths: LakePaths, days: list[str]) -> dict[str, tuple[list[Path], list]]:
+    out = {}
+    for day in days:
+        parts = paths.partition_parts("silver", "events", day)
+        with contextlib.suppress(OSError):  # a partition swapped meanwhile: left unindexed
+            out[day] = (parts, _signature(parts))
+    return out
+
+
+def _empty_manifest() -> dict:
+    return {"version": INDEX_VERSION, "hash": HASH_NAME, "runs": {}, "partitions": {}}
+
+
+def load_manifest(paths: LakePaths, hash_name: str = HASH_NAME) -> dict:
+    """The manifest, or an empty one if it is missing, unreadable or of another version/hash."""
+    try:
+        m = json.loads((index_dir(paths) / "manifest.json").read_text())
+        if (m.get("version") == INDEX_VERSION and m.get("hash") == hash_name
+                and isinstance(m.get("runs"), dict) and isinstance(m.get("partitions"), dict)):
+            return m
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        pass
+    return _empty_manifest()
+
+
+def _open_run(root: Path, name: str, entries: int):
+    """A run's (fingerprints, locations), memory mapped, or None if missing or not as recorded."""
+    try:
+        fp = np.load(root / f"{name}.fp.npy", mmap_mode="r")
+        loc = np.load(root / f"{name}.loc.npy", mmap_mode="r")
+    except (OSError, ValueError):
+        return None
+    if fp.dtype != np.uint64 or loc.dtype != np.uint64 or fp.shape != (entries,) or loc.shape != (entries,):
+        return None
+    return fp, loc
+
+
+def _save_npy(path: Path, array: np.ndarray) -> None:
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
+    try:
+        with open(tmp, "wb") as f:
+            np.save(f, array)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def _save_taken(path: Path, array: np.ndarray, order: np.ndarray) -> None:
+    """`array[order]` as a .npy file, written through a memory map (no second copy in RAM)."""
+    if len(order) == 0:
+        _save_npy(path, array[order])
+        return
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
+    try:
+        out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint64, shape=(len(order),))
+        for i in range(0, len(order), 1 << 24):
+            np.take(array, order[i:i + (1 << 24)], out=out[i:i + (1 << 24)])
+        out.flush()
+        del out
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def _write_run(root: Path, fp: np.ndarray, loc: np.ndarray) -> str:
+    order = np.argsort(fp, kind="stable")  # timsort: concatenated sorted runs merge in O(n log k)
+    name = f"run-{uuid.uuid4().hex}"
+    _save_taken(root / f"{name}.fp.npy", fp, order)
+    kill_point("index.between_run_files")
+    _save_taken(root / f"{name}.loc.npy", loc, order)
+    return name
+
+
+def _save_manifest(root: Path, manifest: dict) -> None:
+    tmp = root / f".manifest.{uuid.uuid4().hex}.tmp"
+    try:
+        tmp.write_text(json.dumps(manifest))
+        kill_point("index.before_manifest")
+        os.replace(tmp, root / "manifest.json")
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def _pack(day: str, part: int, rows: int) -> np.ndarray:
+    base = (date.fromisoformat(day).toordinal() << 40) | (part << 28)
+    return np.uint64(base) + np.arange(rows, dtype=np.uint64)
+
+
+def _packable(parts: list[Path]) -> bool:
+    """Part numbers and row counts fit the packed location (else the day stays scanned)."""
+    return all(int(p.stem.removeprefix("part-")) <= _PART_MASK for p in parts) and all(
+        pq_rows(p) <= _ROW_MASK for p in parts)
+
+
+def pq_rows(path: Path) -> int:
+    return pl.scan_parquet(path).select(pl.len()).collect().item()
+
+
+def _days_of(loc: np.ndarray) -> np.ndarray:
+    return (loc >> _DAY_SHIFT).astype(np.int64)
+
+
+# -- update --------------------------------------------------------------------------------------
+
+def refresh(paths: LakePaths, hash_fn: HashFn = fingerprints, hash_name: str = HASH_NAME) -> dict:
+    """Bring the index up to silver: index every partition that is new or rewritten (or whose
+    run is gone), forget removed ones, merge runs tier by tier. Returns what it did."""
+    root = index_dir(paths)
+    root.mkdir(parents=True, exist_ok=True)
+    with open(root / ".lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        m = load_manifest(paths, hash_name)
+        runs = {n: r for n, r in m["runs"].items() if _open_run(root, n, r["entries"]) is not None}
+        current = _current(paths, paths.existing_partitions("silver", "events"))
+        kept = {
+            d: e for d, e in m["partitions"].items()
+            if d in current and e["sig"] == current[d][1] and e["run"] in runs
+        }
+        new_days = [d for d in current if d not in kept and _packable(current[d][0])]
+        stats = {"indexed": new_days, "merged": 0}
+        if new_days:
+            fps, locs = [], []
+            for day in new_days:
+                for part in current[day][0]:
+                    ids = pl.read_parquet(part, columns=["event_id"]).get_column("event_id")
+                    locs.append(_pack(day, int(part.stem.removeprefix("part-")), ids.len())[
+                        ids.is_not_null().to_numpy()])
+                    fps.append(hash_fn(ids.drop_nulls()))
+            name = _write_run(root, np.concatenate(fps) if fps else np.zeros(0, np.uint64),
+                              np.concatenate(locs) if locs else np.zeros(0, np.uint64))
+            runs[name] = {"tier": 0, "entries": int(sum(len(f) for f in fps))}
+            for day in new_days:
+                kept[day] = {"sig": current[day][1], "run": name}
+        kill_point("index.after_add")
+        # runs no partition points at any more hold only stale entries
+        live = {e["run"] for e in kept.values()}
+        runs = {n: r for n, r in runs.items() if n in live}
+        tier = 0
+        while True:
+            same = sorted(n for n, r in runs.items() if r["tier"] == tier)
+            if not same and tier > max((r["tier"] for r in runs.values()), default=0):
+                break
+            if len(same) >= FANOUT:
+                name, entries = _merge(root, same, runs, kept)
+                for n in same:
+                    del runs[n]
+                runs[name] = {"tier": tier + 1, "entries": entries}
+                for e in kept.values():
+                    if e["run"] in same:
+                        e["run"] = name
+                stats["merged"] += len(same)
+                kill_point("index.after_merge")
+            tier += 1
+        _save_manifest(root, {"version": INDEX_VERSION, "hash": hash_name, "runs": runs,
+                              "partitions": kept})
+        kill_point("index.after_manifest")
+        for f in root.iterdir():  # orphans: runs of a killed or superseded update
+            if ((f.name.startswith("run-") and f.name.split(".")[0] not in runs)
+                    or (f.name.startswith((".run-", ".manifest.")) and f.name.endswith(".tmp"))):
+                f.unlink(missing_ok=True)
+        return stats
+
+
+def _merge(root: Path, names: list[str], runs: dict, kept: dict) -> tuple[str, int]:
+    """One run from several, without entries of partitions that now live in another run."""
+    ordinals = np.array(sorted(date.fromisoformat(d).toordinal() for d, e in kept.items()
+                               if e["run"] in names), dtype=np.int64)
+    fps, locs = [], []
+    for n in names:
+        fp, loc = _open_run(root, n, runs[n]["entries"])
+        keep = np.isin(_days_of(loc), ordinals)
+        whole = bool(keep.all())  # the usual case: concatenated straight from the memory maps
+        fps.append(fp if whole else np.asarray(fp)[keep])
+        locs.append(loc if whole else np.asarray(loc)[keep])
+        del keep
+    fp, loc = np.concatenate(fps), np.concatenate(locs)
+    return _write_run(root, fp, loc), len(fp)
+
+
+# -- lookup --------------------------------------------------------------------------------------
+
+def prior_rows(paths: LakePaths, arrival: date, ids: pl.Series,
+               hash_fn: HashFn = fingerprints, hash_name: str = HASH_NAME,
+               update: bool = True) -> pl.DataFrame:
+    """Silver rows of partitions before `arrival` whose event_id is among `ids`, earliest first.
+
+    Equal to `scan_prior_rows` always: the index only narrows which parts are read. With
+    `update`, the index is first brought up to silver (`refresh`: the committed partitions it
+    does not hold yet are added), so silver keeps it current without a second call."""
+    if update:
+        try:
+            refresh(paths, hash_fn, hash_name)
+        except OSError:  # a read-only or full lake: the lookup below scans what is unindexed
+            pass
+    wanted = ids.drop_nulls().unique()
+    if wanted.len() == 0:
+        return pl.DataFrame(schema=_schema())
+    days = [d for d in paths.existing_partitions("silver", "events") if d < arrival.isoformat()]
+    if not days:
+        return pl.DataFrame(schema=_schema())
+    root = index_dir(paths)
+    m = load_manifest(paths, hash_name)
+    current = _current(paths, days)
+    fresh = {d for d in current if d in m["partitions"] and m["partitions"][d]["sig"] == current[d][1]}
+    q = np.sort(hash_fn(wanted))
+    touched: set[tuple[int, int]] = set()
+    for name in {m["partitions"][d]["run"] for d in fresh}:
+        run = _open_run(root, name, m["runs"].get(name, {}).get("entries", -1))
+        if run is None:
+            fresh -= {d for d in fresh if m["partitions"][d]["run"] == name}
+            continue
+        fp, loc = run
+        lo = np.searchsorted(fp, q, side="left")
+        hit = lo < len(fp)
+        hit[hit] = fp[lo[hit]] == q[hit]
+        if not hit.any():
+            continue
+        lo = lo[hit]
+        hi = np.searchsorted(fp, q[hit], side="right")
+        counts = hi - lo
+        idx = np.repeat(lo - np.cumsum(counts) + counts, counts) + np.arange(counts.sum())
+        found = np.asarray(loc[np.sort(idx)])
+        for day_ord, part in set(zip(_days_of(found).tolist(),
+                                     ((found >> _PART_SHIFT) & np.uint64(_PART_MASK)).tolist())):
+            touched.add((day_ord, part))
+    parts = []
+    for day in days:
+        if day not in current:
+            parts += paths.partition_parts("silver", "events", day)
+        elif day not in fresh:
+            parts += current[day][0]
+        else:
+            ordinal = date.fromisoformat(day).toordinal()
+            parts += [p for p in current[day][0]
+                      if (ordinal, int(p.stem.removeprefix("part-"))) in touched]
+    return _read_matching(parts, wanted)
