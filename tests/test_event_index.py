@@ -116,6 +116,20 @@ def test_index_narrows_reads_and_merges(tmp_path):
     assert ei.prior_rows(paths, START + timedelta(days=3), ids, update=False).height == 0
 
 
+def test_runs_at_the_merge_cap_stay_apart_and_lookups_stay_exact(tmp_path, monkeypatch):
+    monkeypatch.setattr(ei, "MAX_MERGED_ENTRIES", 120)  # four days of 51 ids would be 204
+    paths = LakePaths(tmp_path)
+    for day in range(9):
+        write_day(paths, day, [[f"ev-{day}-{i}" for i in range(50)], [f"ev-{day}-x"]])
+        ei.refresh(paths)
+    runs = ei.load_manifest(paths)["runs"]
+    assert len(runs) == 9 and all(r["tier"] == 0 for r in runs.values())  # nothing merged
+    ids = pl.Series("event_id", ["ev-0-1", "ev-5-x", "ev-8-49", "nope"])
+    got = ei.prior_rows(paths, START + timedelta(days=9), ids, update=False)
+    assert sorted(got["event_id"]) == ["ev-0-1", "ev-5-x", "ev-8-49"]
+    assert got.equals(ei.scan_prior_rows(paths, START + timedelta(days=9), ids))
+
+
 def test_fingerprints_are_stable():
     """Persisted values: a change of the hash must change HASH_NAME (old indexes are rebuilt)."""
     got = ei.fingerprints(pl.Series(["ab", "cde", "", "é" * 100]))

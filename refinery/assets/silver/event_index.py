@@ -49,6 +49,11 @@ from refinery.resources.lake import LakePaths
 INDEX_VERSION = 1
 HASH_NAME = "fnv1a64-splitmix-v1"
 FANOUT = 4
+# No merge makes a run larger than this (64M entries: 16 days at 1M events a day, ~1 GB of
+# fingerprints and locations): the worst merge of a year at 1M/day would otherwise rewrite 256M
+# entries (measured 80 s, ~6 GB held) inside one silver run. Runs at the cap stay side by side;
+# a lookup probes each (a year at 1M/day: about 6 of them plus the lower tiers).
+MAX_MERGED_ENTRIES = 64_000_000
 _FNV_OFFSET = np.uint64(0xCBF29CE484222325)
 _FNV_PRIME = np.uint64(0x100000001B3)
 _DAY_SHIFT, _PART_SHIFT = np.uint64(40), np.uint64(28)
@@ -280,7 +285,8 @@ def refresh(paths: LakePaths, hash_fn: HashFn = fingerprints, hash_name: str = H
             same = sorted(n for n, r in runs.items() if r["tier"] == tier)
             if not same and tier > max((r["tier"] for r in runs.values()), default=0):
                 break
-            if len(same) >= FANOUT:
+            capped = sum(runs[n]["entries"] for n in same[:FANOUT]) > MAX_MERGED_ENTRIES
+            if len(same) >= FANOUT and not capped:
                 name, entries = _merge(root, same, runs, kept)
                 for n in same:
                     del runs[n]
