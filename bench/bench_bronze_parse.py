@@ -52,8 +52,14 @@ def main(argv: list[str] | None = None) -> int:
     work = Path(tempfile.mkdtemp(prefix="bronze-bench-"))
     day = date(2026, 10, 1)
     generate(
-        SynthConfig(start=day, days=1, users=max(args.events // 10, 100),
-                    events_per_day=args.events, seed=3, fault_rate=0.0),
+        SynthConfig(
+            start=day,
+            days=1,
+            users=max(args.events // 10, 100),
+            events_per_day=args.events,
+            seed=3,
+            fault_rate=0.0,
+        ),
         work,
     )
     files = sorted((work / "landing" / "events" / day.isoformat()).glob("*.jsonl*"))
@@ -78,7 +84,9 @@ def main(argv: list[str] | None = None) -> int:
         timings[name] = statistics.median(runs)
     print(f"{lines} lines in {len(files)} file(s), equal bronze fields: yes")
     for name, seconds in timings.items():
-        print(f"  {name:32s} {seconds:6.2f} s CPU, median of {args.repeat}  ({lines / seconds / 1e6:.2f} M lines/s)")
+        print(
+            f"  {name:32s} {seconds:6.2f} s CPU, median of {args.repeat}  ({lines / seconds / 1e6:.2f} M lines/s)"
+        )
     values = list(timings.values())
     print(f"  new / old: {values[1] / values[0]:.2f}x")
     return 0

@@ -39,7 +39,9 @@ def silver_day(day: int, n: int) -> pl.DataFrame:
     """A silver events partition (ids `ev-<day>-<row>`)."""
     arrival = START + timedelta(days=day)
     return pl.DataFrame({"i": pl.int_range(n, eager=True)}).select(
-        event_id=pl.format("ev-{}-{}", pl.lit(f"{day:04d}"), pl.col("i").cast(pl.String).str.zfill(8)),
+        event_id=pl.format(
+            "ev-{}-{}", pl.lit(f"{day:04d}"), pl.col("i").cast(pl.String).str.zfill(8)
+        ),
         user_id=pl.format("u{}", pl.col("i") % 100_000),
         event_type=pl.lit("view"),
         event_time=pl.lit(datetime(arrival.year, arrival.month, arrival.day, 12, tzinfo=UTC)),
@@ -112,21 +114,37 @@ def child(method: str, where: str, root: str, days: int, n: int, redelivered: in
         found = event_index.prior_rows(paths, arrival, ids, update=False)
     seconds = time.perf_counter() - started
     peak = peak_mb()
-    print(json.dumps({"seconds": seconds, "peak_mb": peak,
-                      "correct": set(found["event_id"]) == expected}))
+    print(
+        json.dumps(
+            {"seconds": seconds, "peak_mb": peak, "correct": set(found["event_id"]) == expected}
+        )
+    )
 
 
 def measure(method, where, root, days, n, redelivered, repeat) -> dict:
     runs = []
     for _ in range(repeat):
         out = subprocess.check_output(
-            [sys.executable, "-m", "bench.bench_event_index", "--child", method, where, str(root),
-             str(days), str(n), str(redelivered)], text=True,
+            [
+                sys.executable,
+                "-m",
+                "bench.bench_event_index",
+                "--child",
+                method,
+                where,
+                str(root),
+                str(days),
+                str(n),
+                str(redelivered),
+            ],
+            text=True,
         )
         runs.append(json.loads(out.strip().splitlines()[-1]))
     assert all(r["correct"] for r in runs), f"{method}/{where} found the wrong rows at {days} days"
-    return {"seconds": statistics.median(r["seconds"] for r in runs),
-            "peak_mb": max(r["peak_mb"] for r in runs)}
+    return {
+        "seconds": statistics.median(r["seconds"] for r in runs),
+        "peak_mb": max(r["peak_mb"] for r in runs),
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -143,19 +161,36 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     work = args.work or Path(tempfile.mkdtemp(prefix="event-index-"))
     work.mkdir(parents=True, exist_ok=True)
-    print(f"work dir {work}; {args.events} events/day, {args.redelivered} re-deliveries", flush=True)
+    print(
+        f"work dir {work}; {args.events} events/day, {args.redelivered} re-deliveries", flush=True
+    )
     for days in sorted(int(d) for d in args.days.split(",")):
         adds = build(work, days, args.events)
         for where in ("recent", "uniform"):
             measure("check", where, work, days, args.events, args.redelivered, 1)
         scan = measure("scan", "uniform", work, days, args.events, args.redelivered, args.repeat)
-        res = {w: measure("index", w, work, days, args.events, args.redelivered, args.repeat)
-               for w in ("recent", "uniform")}
-        print(json.dumps({"days": days, "scan": scan, "index": res,
-                          "add_mean_s": statistics.mean(adds), "add_median_s": statistics.median(adds),
-                          "add_max_s": max(adds), "add_last_s": adds[-1],
-                          "index_mb": sum(p.stat().st_size for p in (work / "lake/.index/silver-events").iterdir()) / 2**20}),
-              flush=True)
+        res = {
+            w: measure("index", w, work, days, args.events, args.redelivered, args.repeat)
+            for w in ("recent", "uniform")
+        }
+        print(
+            json.dumps(
+                {
+                    "days": days,
+                    "scan": scan,
+                    "index": res,
+                    "add_mean_s": statistics.mean(adds),
+                    "add_median_s": statistics.median(adds),
+                    "add_max_s": max(adds),
+                    "add_last_s": adds[-1],
+                    "index_mb": sum(
+                        p.stat().st_size for p in (work / "lake/.index/silver-events").iterdir()
+                    )
+                    / 2**20,
+                }
+            ),
+            flush=True,
+        )
     return 0
 
 

@@ -99,7 +99,10 @@ def backfill(args) -> dict:
         say(f"repeat {repeat + 1}/{args.repeats}")
         if args.old_tree:
             reset_gold(data_dir)
-            record("gold (before)", gold_stage(data_dir, work, first, last, f"old{repeat}", args.old_tree))
+            record(
+                "gold (before)",
+                gold_stage(data_dir, work, first, last, f"old{repeat}", args.old_tree),
+            )
             before = gold_files(data_dir)
         reset_gold(data_dir)
         record("gold (after)", gold_stage(data_dir, work, first, last, f"new{repeat}", REPO))
@@ -154,43 +157,51 @@ def write_silver(data_dir: Path, days: int, events_per_day: int, users: int, see
         base = datetime.combine(arrival, datetime.min.time(), UTC)
         kind = kinds[rng.choice(4, n, p=[0.6, 0.25, 0.1, 0.05])]
         user = rng.integers(0, users, n)
-        frame = pl.DataFrame({
-            "event_id": [f"{offset}-{i}" for i in range(n)],
-            "user_id": [f"u{u}" for u in user],
-            "event_type": kind,
-            "event_time": pl.Series(
-                int(base.timestamp()) * 1_000_000 + seconds * 1_000_000 - late * 86_400_000_000
-            ).cast(pl.Datetime("us", "UTC")),
-            "product_id": [f"p{p}" for p in rng.integers(0, 2_000, n)],
-            "amount": np.where(kind == "purchase", np.round(rng.uniform(1, 200, n), 2), np.nan),
-            "quantity": rng.integers(1, 4, n).astype(np.int32),
-            "device": devices[rng.integers(0, 3, n)],
-            "session_id": [f"s{u}-{(offset - d) // 2}" for u, d in zip(user, late)],
-            "arrival_date": [arrival] * n,
-            "_source_file": [f"landing/events/{arrival}/events.jsonl"] * n,
-            "_line": np.arange(1, n + 1),
-            "_ingested_at": [ingested] * n,
-        }).with_columns(pl.col("amount").fill_nan(None))
+        frame = pl.DataFrame(
+            {
+                "event_id": [f"{offset}-{i}" for i in range(n)],
+                "user_id": [f"u{u}" for u in user],
+                "event_type": kind,
+                "event_time": pl.Series(
+                    int(base.timestamp()) * 1_000_000 + seconds * 1_000_000 - late * 86_400_000_000
+                ).cast(pl.Datetime("us", "UTC")),
+                "product_id": [f"p{p}" for p in rng.integers(0, 2_000, n)],
+                "amount": np.where(kind == "purchase", np.round(rng.uniform(1, 200, n), 2), np.nan),
+                "quantity": rng.integers(1, 4, n).astype(np.int32),
+                "device": devices[rng.integers(0, 3, n)],
+                "session_id": [f"s{u}-{(offset - d) // 2}" for u, d in zip(user, late)],
+                "arrival_date": [arrival] * n,
+                "_source_file": [f"landing/events/{arrival}/events.jsonl"] * n,
+                "_line": np.arange(1, n + 1),
+                "_ingested_at": [ingested] * n,
+            }
+        ).with_columns(pl.col("amount").fill_nan(None))
         part = lake / "events" / f"date={arrival}" / "part-0.parquet"
         part.parent.mkdir(parents=True, exist_ok=True)
         frame.write_parquet(part)
-        catalogue = pl.DataFrame({
-            "product_id": [f"p{p}" for p in range(2_000)],
-            "category": categories[(np.arange(2_000) + (offset // 30) * (np.arange(2_000) % 7 == 0)) % 6],
-            "brand": ["acme"] * 2_000,
-            "list_price": np.round(10 + np.arange(2_000) % 90, 2).astype(float),
-            "active": [True] * 2_000,
-            "snapshot_date": [arrival] * 2_000,
-        })
-        crm = pl.DataFrame({
-            "user_id": [f"u{u}" for u in range(users)],
-            "signup_date": [date(2024, 1, 1)] * users,
-            "country": ["DE"] * users,
-            "birth_year": (1960 + np.arange(users) % 40).astype(np.int32),
-            "marketing_opt_in": (np.arange(users) % 2 == 0),
-            "plan": np.array(["free", "plus", "pro"])[np.arange(users) % 3],
-            "snapshot_date": [arrival] * users,
-        })
+        catalogue = pl.DataFrame(
+            {
+                "product_id": [f"p{p}" for p in range(2_000)],
+                "category": categories[
+                    (np.arange(2_000) + (offset // 30) * (np.arange(2_000) % 7 == 0)) % 6
+                ],
+                "brand": ["acme"] * 2_000,
+                "list_price": np.round(10 + np.arange(2_000) % 90, 2).astype(float),
+                "active": [True] * 2_000,
+                "snapshot_date": [arrival] * 2_000,
+            }
+        )
+        crm = pl.DataFrame(
+            {
+                "user_id": [f"u{u}" for u in range(users)],
+                "signup_date": [date(2024, 1, 1)] * users,
+                "country": ["DE"] * users,
+                "birth_year": (1960 + np.arange(users) % 40).astype(np.int32),
+                "marketing_opt_in": (np.arange(users) % 2 == 0),
+                "plan": np.array(["free", "plus", "pro"])[np.arange(users) % 3],
+                "snapshot_date": [arrival] * users,
+            }
+        )
         for table, snapshot in (("products", catalogue), ("users", crm)):
             path = lake / table / f"date={arrival}" / "part-0.parquet"
             path.parent.mkdir(parents=True, exist_ok=True)
@@ -208,7 +219,9 @@ def add_a_day(args) -> dict:
         say(f"history {history} days x {args.events_per_day:,} events: writing silver")
         write_silver(data_dir, history + 1, args.events_per_day, args.users, seed=history)
         say("  gold over the history (one run, untimed)")
-        built = gold_stage(data_dir, work, FIRST, FIRST + timedelta(days=history - 1), f"h{history}", REPO)
+        built = gold_stage(
+            data_dir, work, FIRST, FIRST + timedelta(days=history - 1), f"h{history}", REPO
+        )
         say(f"  history built in {built['seconds']:.1f} s, peak {built['maxrss_mb']} MB")
         day = FIRST + timedelta(days=history)
         added, floors = [], []
@@ -243,7 +256,8 @@ def main() -> None:
     one.add_argument("--old-tree", type=Path)
     one.add_argument("--naive", action="store_true", help="also time bench/floor.sql (slow)")
     one.add_argument(
-        "--generate", action="store_true",
+        "--generate",
+        action="store_true",
         help="write a generated silver lake into --data-dir first (from 2025-01-01 to --last)",
     )
     one.add_argument("--events-per-day", type=int, default=100_000)

@@ -77,13 +77,28 @@ print(json.dumps({"seconds": time.perf_counter() - t, "success": ok,
 def synth(root: Path, days: int, events: int) -> None:
     from refinery.synth import SynthConfig, generate
 
-    generate(SynthConfig(start=START, days=days, users=max(events // 20, 100),
-                         events_per_day=events, seed=3, fault_rate=0.0), root)
+    generate(
+        SynthConfig(
+            start=START,
+            days=days,
+            users=max(events // 20, 100),
+            events_per_day=events,
+            seed=3,
+            fault_rate=0.0,
+        ),
+        root,
+    )
 
 
 def child(code: str, *args: str, env: dict) -> dict:
-    out = subprocess.run([sys.executable, "-c", code, *args], env=env, cwd=REPO,
-                         capture_output=True, text=True, check=True)
+    out = subprocess.run(
+        [sys.executable, "-c", code, *args],
+        env=env,
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
@@ -112,8 +127,13 @@ def contract_seconds(root: Path, day: str) -> float:
     paths, t = LakePaths(root), time.perf_counter()
     for layer, contracts in (("bronze", BRONZE_CONTRACTS), ("silver", CONTRACTS)):
         for table, contract in contracts.items():
-            contract_check(paths.partition_parts(layer, table, day), contract,
-                           check_name="contract", asset_key=None, blocking=True)
+            contract_check(
+                paths.partition_parts(layer, table, day),
+                contract,
+                check_name="contract",
+                asset_key=None,
+                blocking=True,
+            )
     return time.perf_counter() - t
 
 
@@ -128,11 +148,15 @@ def daily(events: int, work: Path) -> dict:
     assert run["success"], run
     with DagsterInstance.from_config(str(home)) as instance:
         steps = step_times(instance, run["run_id"])
-    results = sorted((REPO / "dbt_project" / "target").glob(f"*-{run['run_id'][:7]}-*/run_results.json"))
+    results = sorted(
+        (REPO / "dbt_project" / "target").glob(f"*-{run['run_id'][:7]}-*/run_results.json")
+    )
     nodes = [r for f in results for r in json.loads(f.read_text())["results"]]
     tests = sum(r["execution_time"] for r in nodes if r["unique_id"].startswith("test."))
     queries = sum(r["execution_time"] for r in nodes if not r["unique_id"].startswith("test."))
-    dbt_step = sum(s for k, s in steps.items() if k.startswith("gold") and not k.endswith("_contract"))
+    dbt_step = sum(
+        s for k, s in steps.items() if k.startswith("gold") and not k.endswith("_contract")
+    )
     contracts = contract_seconds(root, START.isoformat())
     split = {
         "import": run["import"],
@@ -145,7 +169,9 @@ def daily(events: int, work: Path) -> dict:
         "dbt queries": queries,
         "checks (dbt tests)": tests,
         "checks (Pandera contracts, inside bronze/silver)": contracts,
-        "checks (gold Parquet contracts)": sum(s for k, s in steps.items() if k.endswith("_contract")),
+        "checks (gold Parquet contracts)": sum(
+            s for k, s in steps.items() if k.endswith("_contract")
+        ),
         "online": sum(s for k, s in steps.items() if k.startswith("online")),
         "run wall": run["wall"],
     }
@@ -165,9 +191,14 @@ def backfill(days: int, events: int, repeat: int, work: Path) -> dict:
             assert r["success"], r
             out[mode].append(r)
             shutil.rmtree(root)
-    return {m: {"median_s": statistics.median(x["seconds"] for x in v),
-                "runs": v[0]["runs"], "all_s": [round(x["seconds"], 2) for x in v]}
-            for m, v in out.items()}
+    return {
+        m: {
+            "median_s": statistics.median(x["seconds"] for x in v),
+            "runs": v[0]["runs"],
+            "all_s": [round(x["seconds"], 2) for x in v],
+        }
+        for m, v in out.items()
+    }
 
 
 def main() -> None:
@@ -180,9 +211,11 @@ def main() -> None:
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="bench_ingest_") as tmp:
         work = Path(tmp)
-        result = {"daily": daily(args.events, work),
-                  "backfill": backfill(args.days, args.backfill_events, args.repeat, work),
-                  "args": vars(args) | {"out": str(args.out)}}
+        result = {
+            "daily": daily(args.events, work),
+            "backfill": backfill(args.days, args.backfill_events, args.repeat, work),
+            "args": vars(args) | {"out": str(args.out)},
+        }
     print(json.dumps(result, indent=2, default=str))
     if args.out:
         args.out.write_text(json.dumps(result, indent=2, default=str))

@@ -32,23 +32,32 @@ DAY = date(2026, 10, 1)
 
 def mart(users: int, as_of: date, seed: int) -> pl.DataFrame:
     rng = np.random.default_rng(seed)
-    counts = {f"{k}_{w}d": rng.integers(0, 40, users) for k in ("events", "views", "clicks",
-              "carts", "purchases") for w in (1, 7, 30)}
+    counts = {
+        f"{k}_{w}d": rng.integers(0, 40, users)
+        for k in ("events", "views", "clicks", "carts", "purchases")
+        for w in (1, 7, 30)
+    }
     money = {f"spend_{w}d": np.round(rng.gamma(2, 30, users), 2) for w in (1, 7, 30)}
     rates = {f"{k}_rate_30d": rng.random(users) for k in ("click", "cart", "purchase")}
     shares = {f"share_{d}_30d": rng.random(users) for d in ("web", "ios", "android")}
-    return pl.DataFrame({
-        "user_id": [f"u{i:07d}" for i in range(users)],
-        "as_of_date": pl.Series([as_of] * users, dtype=pl.Date),
-        **counts, **money, **rates, **shares,
-        "avg_order_value_30d": np.round(rng.gamma(2, 20, users), 6),
-        "days_since_last_event": rng.integers(0, 30, users),
-        "tenure_days": rng.integers(0, 900, users),
-        "favourite_category": pl.Series(rng.choice(["toys", "books", "garden", ""], users))
-        .replace("", None),
-        "plan": rng.choice(["free", "plus", "pro"], users),
-        "country": rng.choice(["DE", "US", "FR"], users),
-    })
+    return pl.DataFrame(
+        {
+            "user_id": [f"u{i:07d}" for i in range(users)],
+            "as_of_date": pl.Series([as_of] * users, dtype=pl.Date),
+            **counts,
+            **money,
+            **rates,
+            **shares,
+            "avg_order_value_30d": np.round(rng.gamma(2, 20, users), 6),
+            "days_since_last_event": rng.integers(0, 30, users),
+            "tenure_days": rng.integers(0, 900, users),
+            "favourite_category": pl.Series(
+                rng.choice(["toys", "books", "garden", ""], users)
+            ).replace("", None),
+            "plan": rng.choice(["free", "plus", "pro"], users),
+            "country": rng.choice(["DE", "US", "FR"], users),
+        }
+    )
 
 
 def write_gold(root: Path, users: int) -> Path:
@@ -69,12 +78,17 @@ def child(url: str, root: str) -> None:
     gold = Path(root) / "lake" / "gold"
     store = open_store(url, Path(root))
     out = {}
-    for name, day in (("day 1 (all new)", DAY), ("day 2 (all changed)", DAY + timedelta(days=1)),
-                      ("day 2 again (rerun)", DAY + timedelta(days=1))):
+    for name, day in (
+        ("day 1 (all new)", DAY),
+        ("day 2 (all changed)", DAY + timedelta(days=1)),
+        ("day 2 again (rerun)", DAY + timedelta(days=1)),
+    ):
         started = time.perf_counter()
         stats = sync_dates(store, gold, [day], version=None)
-        out[name] = {"seconds": round(time.perf_counter() - started, 2),
-                     "written": stats.users_written}
+        out[name] = {
+            "seconds": round(time.perf_counter() - started, 2),
+            "written": stats.users_written,
+        }
     out["peak_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
     print(json.dumps(out))
 
@@ -99,19 +113,34 @@ def main(argv: list[str] | None = None) -> int:
     redis = None
     if shutil.which("redis-server"):
         port = free_port()
-        redis = subprocess.Popen(["redis-server", "--port", str(port), "--bind", "127.0.0.1",
-                                  "--save", "", "--appendonly", "no"], stdout=subprocess.DEVNULL)
+        redis = subprocess.Popen(
+            [
+                "redis-server",
+                "--port",
+                str(port),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ],
+            stdout=subprocess.DEVNULL,
+        )
         time.sleep(0.5)
         stores["redis"] = f"redis://127.0.0.1:{port}/0"
     try:
         print(f"{args.users} users per as-of date, mart of {len(mart(1, DAY, 0).columns)} columns")
         for name, url in stores.items():
             out = subprocess.check_output(
-                [sys.executable, "-m", "bench.bench_online_sync", "--child", url, str(work)], text=True
+                [sys.executable, "-m", "bench.bench_online_sync", "--child", url, str(work)],
+                text=True,
             )
             result = json.loads(out.strip().splitlines()[-1])
             peak = result.pop("peak_mb")
-            steps = ", ".join(f"{k}: {v['seconds']} s ({v['written']} written)" for k, v in result.items())
+            steps = ", ".join(
+                f"{k}: {v['seconds']} s ({v['written']} written)" for k, v in result.items()
+            )
             print(f"  {name:6s} {steps}; peak {peak} MB")
     finally:
         if redis:

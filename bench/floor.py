@@ -141,7 +141,9 @@ def main() -> None:
     parser.add_argument("--dates-per-pass", type=int, default=DATES_PER_PASS)
     parser.add_argument("--algorithm", choices=ALGORITHMS, default="preaggregated")
     parser.add_argument(
-        "--source", choices=SOURCES, default="landing",
+        "--source",
+        choices=SOURCES,
+        default="landing",
         help="silver: read the lake's silver Parquet beside --landing (DATA/lake/silver)",
     )
     parser.add_argument("--json")

@@ -17,15 +17,27 @@ import time
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
-        "--examples", type=int, default=10_000,
+        "--examples",
+        type=int,
+        default=10_000,
         help="generated files per file property (the line properties scale alike: x1/3, x2.5)",
     )
     args = parser.parse_args(argv)
     env = {**os.environ, "HYPOTHESIS_PROFILE": "long", "REFINERY_FUZZ_EXAMPLES": str(args.examples)}
     started = time.monotonic()
     code = subprocess.call(
-        [sys.executable, "-m", "pytest", "-q", "-p", "no:hydra_pytest", "-p", "no:cacheprovider",
-         "tests/test_fuzz_landing.py", "--hypothesis-show-statistics"],
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            "-q",
+            "-p",
+            "no:hydra_pytest",
+            "-p",
+            "no:cacheprovider",
+            "tests/test_fuzz_landing.py",
+            "--hypothesis-show-statistics",
+        ],
         env=env,
     )
     minutes = (time.monotonic() - started) / 60

@@ -108,9 +108,7 @@ def tree_rss_kb(root: int) -> int:
     return total
 
 
-def run_measured(
-    command: list[str], log: Path, env: dict | None = None, cwd: Path = REPO
-) -> dict:
+def run_measured(command: list[str], log: Path, env: dict | None = None, cwd: Path = REPO) -> dict:
     """Run a command as a child; return its wall time, exit code and peak RSS of its process tree.
 
     The peak is sampled every 0.2 s as the sum of VmRSS over the child and its descendants (dbt
@@ -353,7 +351,9 @@ def bench_size(
             out = work / f"{tag}-{name}"
             floors[name] = run_floor(landing, out, first, last, logs, tag, algorithm)
             if floors[name]["seconds"] is not None:
-                say(f"  {name}: {floors[name]['seconds']:.1f} s, peak {floors[name]['maxrss_mb']} MB")
+                say(
+                    f"  {name}: {floors[name]['seconds']:.1f} s, peak {floors[name]['maxrss_mb']} MB"
+                )
                 equal[name] = check_equal(data_dir, out, first, last, name)
         say(f"{size.name} repeat {repeat + 1}/{repeats}: pandas")
         pandas = run_pandas(landing, work / f"{tag}-pandas", first, last, logs, tag, pandas_gb)

@@ -35,6 +35,4 @@ def _platform() -> Definitions:
 
 
 # the only Definitions at module scope (Dagster's loader refuses two)
-defs = apply_catalog(
-    Definitions.merge(ingest.defs, gold.defs, ml.defs, online.defs, _platform())
-)
+defs = apply_catalog(Definitions.merge(ingest.defs, gold.defs, ml.defs, online.defs, _platform()))

@@ -82,15 +82,24 @@ def synth(plan: Plan, start: date, first_day: int, days: int) -> None:
     run(
         [
             "refinery-synth",
-            "--start", start.isoformat(),
-            "--first-day", str(first_day),
-            "--days", str(days),
-            "--users", str(plan.users),
-            "--events-per-day", str(plan.events_per_day),
-            "--seed", str(plan.seed),
-            "--fault-rate", "0.003",
-            "--drift", plan.drift,
-            "--drift-start", (start + timedelta(days=plan.drift_from_day)).isoformat(),
+            "--start",
+            start.isoformat(),
+            "--first-day",
+            str(first_day),
+            "--days",
+            str(days),
+            "--users",
+            str(plan.users),
+            "--events-per-day",
+            str(plan.events_per_day),
+            "--seed",
+            str(plan.seed),
+            "--fault-rate",
+            "0.003",
+            "--drift",
+            plan.drift,
+            "--drift-start",
+            (start + timedelta(days=plan.drift_from_day)).isoformat(),
             "--quiet",
             *plan.synth_args,
         ]
@@ -105,27 +114,43 @@ def ingest_history(plan: Plan, start: date) -> None:
     from refinery.definitions import defs
 
     job = defs.resolve_job_def("ingest_job")
-    keys = [AssetKey([layer, t]) for layer in ("bronze", "silver") for t in ("events", "users", "products")]
+    keys = [
+        AssetKey([layer, t])
+        for layer in ("bronze", "silver")
+        for t in ("events", "users", "products")
+    ]
     first = start.isoformat()
     last = (start + timedelta(days=plan.history_days - 1)).isoformat()
     started = time.monotonic()
     result = job.execute_in_process(
         instance=DagsterInstance.get(),
         asset_selection=keys,
-        tags={"dagster/asset_partition_range_start": first, "dagster/asset_partition_range_end": last},
+        tags={
+            "dagster/asset_partition_range_start": first,
+            "dagster/asset_partition_range_end": last,
+        },
         raise_on_error=False,
         run_config={"loggers": {"console": {"config": {"log_level": "WARNING"}}}},
     )
     status = "ok" if result.success else "FAILED (see the run in the UI)"
-    print(f"  {first}..{last}: bronze+silver {status} in {time.monotonic() - started:.0f} s", flush=True)
+    print(
+        f"  {first}..{last}: bronze+silver {status} in {time.monotonic() - started:.0f} s",
+        flush=True,
+    )
 
 
 def gold_range(start: date, end: date) -> None:
     run(
         [
-            "dagster", "asset", "materialize", "-m", "refinery.definitions",
-            "--select", "group:gold or group:online",
-            "--partition-range", f"{start.isoformat()}...{end.isoformat()}",
+            "dagster",
+            "asset",
+            "materialize",
+            "-m",
+            "refinery.definitions",
+            "--select",
+            "group:gold or group:online",
+            "--partition-range",
+            f"{start.isoformat()}...{end.isoformat()}",
         ]
     )
 
@@ -168,7 +193,9 @@ def live_loop(plan: Plan, start: date, registry: Path) -> list[dict]:
     wait_for("the first drift report", lambda: latest_materialization(instance, report_key))
     for day in range(plan.history_days, plan.history_days + plan.live_days):
         arrival = (start + timedelta(days=day)).isoformat()
-        say(f"day {day + 1}: {arrival} lands" + (" (drifted)" if day >= plan.drift_from_day else ""))
+        say(
+            f"day {day + 1}: {arrival} lands" + (" (drifted)" if day >= plan.drift_from_day else "")
+        )
         before = latest_materialization(instance, report_key).storage_id
         synth(plan, start, day, 1)
         wait_for(
@@ -177,9 +204,9 @@ def live_loop(plan: Plan, start: date, registry: Path) -> list[dict]:
         )
         report = wait_for(
             f"the drift report after {arrival}",
-            lambda before=before: (r := latest_materialization(instance, report_key))
-            and r.storage_id > before
-            and r,
+            lambda before=before: (
+                (r := latest_materialization(instance, report_key)) and r.storage_id > before and r
+            ),
         )
         meta = {k: getattr(v, "value", v) for k, v in report.asset_materialization.metadata.items()}
         if meta.get("verdict") == "drift":
@@ -289,7 +316,9 @@ def main(plan: Plan = Plan()) -> int:
     finally:
         stop(daemon)
     summary(paths.root, drift_rows, paths.registry)
-    say(f"demo done in {time.time() - began:.0f} s. Explore it: make dev, then http://127.0.0.1:3000")
+    say(
+        f"demo done in {time.time() - began:.0f} s. Explore it: make dev, then http://127.0.0.1:3000"
+    )
     return 0
 
 

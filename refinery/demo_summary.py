@@ -28,9 +28,16 @@ def layer_rows(root: Path) -> pl.DataFrame:
             }
         )
     for model in ("user_daily_features", "labels", "training_examples"):
-        rows.append({"table": f"gold/{model}", "silver": None, "bronze": None,
-                     "quarantined": None, "duplicates": None,
-                     "gold": _count(lake / "gold" / model, "as_of_date=*/data.parquet")})
+        rows.append(
+            {
+                "table": f"gold/{model}",
+                "silver": None,
+                "bronze": None,
+                "quarantined": None,
+                "duplicates": None,
+                "gold": _count(lake / "gold" / model, "as_of_date=*/data.parquet"),
+            }
+        )
     frame = pl.DataFrame(rows)
     return frame.with_columns(
         balanced=pl.when(pl.col("bronze").is_not_null()).then(
@@ -44,7 +51,9 @@ def quarantine_by_reason(root: Path) -> pl.DataFrame:
     if not files:
         return pl.DataFrame({"reason": [], "rows": []})
     frames = [
-        pl.scan_parquet(f).select("quarantine_reason").with_columns(table=pl.lit(f.parent.parent.name))
+        pl.scan_parquet(f)
+        .select("quarantine_reason")
+        .with_columns(table=pl.lit(f.parent.parent.name))
         for f in files
     ]
     return (
@@ -63,7 +72,9 @@ def check_results() -> pl.DataFrame:
 
     instance = DagsterInstance.get()
     rows = []
-    for key in sorted(defs.resolve_asset_graph().asset_check_keys, key=lambda k: k.to_user_string()):
+    for key in sorted(
+        defs.resolve_asset_graph().asset_check_keys, key=lambda k: k.to_user_string()
+    ):
         history = instance.event_log_storage.get_asset_check_execution_history(key, limit=1)
         if not history:
             continue
@@ -80,6 +91,10 @@ def check_results() -> pl.DataFrame:
             }
         )
     frame = pl.DataFrame(rows)
-    return frame.group_by("status", "passed", "severity").agg(
-        checks=pl.len(), examples=pl.concat_str("asset", pl.lit(":"), "check").head(3)
-    ) if frame.height else frame
+    return (
+        frame.group_by("status", "passed", "severity").agg(
+            checks=pl.len(), examples=pl.concat_str("asset", pl.lit(":"), "check").head(3)
+        )
+        if frame.height
+        else frame
+    )

@@ -44,7 +44,12 @@ LAKE_ENV = {
     "REFINERY_DRIFT_WINDOW_DAYS": "3",
     "REFINERY_LANDING_SETTLE_SECONDS": "0",
 }
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking"]
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--no-first-run",
+    "--disable-background-networking",
+]
 
 VIEWPORT = {"width": 2000, "height": 1250}
 
@@ -55,8 +60,10 @@ def expand_graph(page) -> None:
     page.keyboard.press("Alt+e")
     page.wait_for_timeout(2500)
     corner = [
-        b for b in page.locator("button").all()
-        if (box := b.bounding_box()) and box["x"] > VIEWPORT["width"] - 120
+        b
+        for b in page.locator("button").all()
+        if (box := b.bounding_box())
+        and box["x"] > VIEWPORT["width"] - 120
         and box["y"] > VIEWPORT["height"] - 200
     ]
     corner.sort(key=lambda b: b.bounding_box()["y"])
@@ -86,19 +93,49 @@ def scroll_to(text: str):
 #  whole page or the window as it is)
 PAGES = [
     ("asset-graph.png", "/asset-groups", "silver", expand_graph, False),
-    ("silver-events-partitions.png", "/assets/silver/events?view=partitions", "Partitions",
-     None, False),
-    ("training-dataset-checks.png", "/assets/ml/training_dataset?view=checks",
-     "split_label_rates", None, False),
+    (
+        "silver-events-partitions.png",
+        "/assets/silver/events?view=partitions",
+        "Partitions",
+        None,
+        False,
+    ),
+    (
+        "training-dataset-checks.png",
+        "/assets/ml/training_dataset?view=checks",
+        "split_label_rates",
+        None,
+        False,
+    ),
     ("training-dataset-overview.png", "/assets/ml/training_dataset", "Columns", None, False),
-    ("training-dataset-metadata.png", "/assets/ml/training_dataset?view=events", "splits",
-     scroll_to("splits"), False),
-    ("drift-report-checks.png", "/assets/ml/feature_drift_report?view=checks", "drift_verdict",
-     None, False),
-    ("drift-report-metadata.png", "/assets/ml/feature_drift_report?view=events", "verdict",
-     None, False),
-    ("user-daily-features-columns.png", "/assets/gold/user_daily_features", "Columns",
-     scroll_to("Columns"), False),
+    (
+        "training-dataset-metadata.png",
+        "/assets/ml/training_dataset?view=events",
+        "splits",
+        scroll_to("splits"),
+        False,
+    ),
+    (
+        "drift-report-checks.png",
+        "/assets/ml/feature_drift_report?view=checks",
+        "drift_verdict",
+        None,
+        False,
+    ),
+    (
+        "drift-report-metadata.png",
+        "/assets/ml/feature_drift_report?view=events",
+        "verdict",
+        None,
+        False,
+    ),
+    (
+        "user-daily-features-columns.png",
+        "/assets/gold/user_daily_features",
+        "Columns",
+        scroll_to("Columns"),
+        False,
+    ),
 ]
 
 
@@ -141,9 +178,24 @@ def build_lake(root: Path) -> None:
     start = end - timedelta(days=DAYS - 1)
     say(f"refinery-synth: {DAYS} days {start}..{end} into {root}")
     run(
-        [str(BIN / "refinery-synth"), "--data-dir", str(root), "--start", start.isoformat(),
-         "--days", str(DAYS), "--users", str(USERS), "--events-per-day", str(EVENTS_PER_DAY),
-         "--seed", str(SEED), "--fault-rate", "0.003", "--quiet"],
+        [
+            str(BIN / "refinery-synth"),
+            "--data-dir",
+            str(root),
+            "--start",
+            start.isoformat(),
+            "--days",
+            str(DAYS),
+            "--users",
+            str(USERS),
+            "--events-per-day",
+            str(EVENTS_PER_DAY),
+            "--seed",
+            str(SEED),
+            "--fault-rate",
+            "0.003",
+            "--quiet",
+        ],
         env,
     )
     say("bronze + silver, one ingest_job run per arrival date")
@@ -166,9 +218,17 @@ def build_lake(root: Path) -> None:
     run([sys.executable, "-c", script, start.isoformat(), str(DAYS)], env)
     say("gold + online store: one run over the range")
     run(
-        [str(BIN / "dagster"), "asset", "materialize", "-m", "refinery.definitions",
-         "--select", "group:gold or group:online",
-         "--partition-range", f"{start.isoformat()}...{end.isoformat()}"],
+        [
+            str(BIN / "dagster"),
+            "asset",
+            "materialize",
+            "-m",
+            "refinery.definitions",
+            "--select",
+            "group:gold or group:online",
+            "--partition-range",
+            f"{start.isoformat()}...{end.isoformat()}",
+        ],
         env,
     )
     (root / ".screenshots-lake-ready").write_text(f"{start}..{end}\n")
@@ -178,8 +238,18 @@ def build_ml(root: Path) -> None:
     """The training set and the drift report, by the code as it is now (every run: seconds)."""
     for key in ("ml/training_dataset", "ml/feature_drift_report"):
         say(key)
-        run([str(BIN / "dagster"), "asset", "materialize", "-m", "refinery.definitions",
-             "--select", key], lake_env(root))
+        run(
+            [
+                str(BIN / "dagster"),
+                "asset",
+                "materialize",
+                "-m",
+                "refinery.definitions",
+                "--select",
+                key,
+            ],
+            lake_env(root),
+        )
 
 
 def free_port() -> int:
@@ -212,7 +282,10 @@ def dismiss_dialogs(page) -> None:
                 button.first.click()
                 closed = True
                 page.wait_for_timeout(300)
-        if page.locator("[role=dialog]").count() and page.locator("[role=dialog]").first.is_visible():
+        if (
+            page.locator("[role=dialog]").count()
+            and page.locator("[role=dialog]").first.is_visible()
+        ):
             page.keyboard.press("Escape")
             page.wait_for_timeout(300)
             closed = True
@@ -266,7 +339,9 @@ def main(argv: list[str] | None = None) -> int:
             shutil.rmtree(root)  # a half-built lake from an interrupted run
         build_lake(root)
     else:
-        say(f"reusing the lake in {root} ({(root / '.screenshots-lake-ready').read_text().strip()})")
+        say(
+            f"reusing the lake in {root} ({(root / '.screenshots-lake-ready').read_text().strip()})"
+        )
     if args.build_only:
         return 0
     build_ml(root)
@@ -280,13 +355,26 @@ def main(argv: list[str] | None = None) -> int:
     log = (root / "webserver.log").open("w")
     processes = [
         subprocess.Popen(
-            [str(BIN / "dagster-webserver"), "-m", "refinery.definitions", "-h", "127.0.0.1",
-             "-p", str(port)],
-            env=env, cwd=REPO, stdout=log, stderr=subprocess.STDOUT,
+            [
+                str(BIN / "dagster-webserver"),
+                "-m",
+                "refinery.definitions",
+                "-h",
+                "127.0.0.1",
+                "-p",
+                str(port),
+            ],
+            env=env,
+            cwd=REPO,
+            stdout=log,
+            stderr=subprocess.STDOUT,
         ),
         subprocess.Popen(
             [str(BIN / "dagster-daemon"), "run", "-m", "refinery.definitions"],
-            env=env, cwd=REPO, stdout=log, stderr=subprocess.STDOUT,
+            env=env,
+            cwd=REPO,
+            stdout=log,
+            stderr=subprocess.STDOUT,
         ),
     ]
     try:

@@ -81,8 +81,13 @@ def reference_features(root: Path, as_of_dates: list[date]) -> pl.DataFrame:
         device, session_id, cast(date as date) as arrival_date
         from {_glob(root, "events")};
     create temp table products as {_scd2(_glob(root, "products"), "product_id", ["category"])};
-    create temp table users as {_scd2(_glob(root, "users"), "user_id",
-        ["signup_date", "country", "birth_year", "marketing_opt_in", "plan"])};
+    create temp table users as {
+        _scd2(
+            _glob(root, "users"),
+            "user_id",
+            ["signup_date", "country", "birth_year", "marketing_opt_in", "plan"],
+        )
+    };
     create temp table known as
         select a.as_of_date, e.*, a.as_of_date - e.event_date as days_ago, p.category
         from events e join as_of a on e.arrival_date <= a.as_of_date
@@ -91,8 +96,13 @@ def reference_features(root: Path, as_of_dates: list[date]) -> pl.DataFrame:
             and (p.valid_to is null or p.valid_to > a.as_of_date);
     """
     counts = []
-    for kind, name in [(None, "events"), ("view", "views"), ("click", "clicks"),
-                       ("add_to_cart", "add_to_carts"), ("purchase", "purchases")]:
+    for kind, name in [
+        (None, "events"),
+        ("view", "views"),
+        ("click", "clicks"),
+        ("add_to_cart", "add_to_carts"),
+        ("purchase", "purchases"),
+    ]:
         for days, suffix in [(1, "1d"), (7, "7d"), (WINDOW, "30d")]:
             condition = f"days_ago < {days}" + (f" and event_type = '{kind}'" if kind else "")
             counts.append(f"count(*) filter (where {condition}) as {name}_{suffix}")
@@ -171,7 +181,8 @@ def reference_labels(root: Path, features: pl.DataFrame) -> pl.DataFrame:
     """Labels of the (user, as-of date) rows of `features`."""
     with duckdb.connect() as con:
         con.register("population", features.select("user_id", "as_of_date").to_arrow())
-        return pl.from_arrow(con.sql(f"""
+        return pl.from_arrow(
+            con.sql(f"""
             set TimeZone = 'UTC';
             with purchases as (
                 select user_id, cast(timezone('UTC', event_time) as date) as event_date,
@@ -186,7 +197,8 @@ def reference_labels(root: Path, features: pl.DataFrame) -> pl.DataFrame:
                 and q.event_date > p.as_of_date and q.event_date <= p.as_of_date + {HORIZON}
                 and q.arrival_date <= p.as_of_date + {HORIZON + LATENESS}
             group by p.user_id, p.as_of_date order by p.as_of_date, p.user_id
-        """).to_arrow_table())
+        """).to_arrow_table()
+        )
 
 
 def write_hostile_silver(root: Path, first: date, days: int, users: int, seed: int) -> None:
@@ -212,21 +224,23 @@ def write_hostile_silver(root: Path, first: date, days: int, users: int, seed: i
                 seconds=rng.randint(0, 86_399)
             )
             kind = rng.choice(kinds)
-            rows.append({
-                "event_id": f"e{offset}-{line}",
-                "user_id": f"u{rng.randint(0, users - 1)}",
-                "event_type": kind,
-                "event_time": when,
-                "product_id": rng.choice([*products, None, "p-unknown"]),
-                "amount": round(rng.uniform(0.01, 300), 2) if kind == "purchase" else None,
-                "quantity": rng.randint(1, 4),
-                "device": rng.choice(("web", "ios", "android", None, "web")),
-                "session_id": rng.choice((None, f"s{rng.randint(0, 3 * users)}")),
-                "arrival_date": arrival,
-                "_source_file": f"landing/events/{arrival}/events.jsonl",
-                "_line": line + 1,
-                "_ingested_at": ingested,
-            })
+            rows.append(
+                {
+                    "event_id": f"e{offset}-{line}",
+                    "user_id": f"u{rng.randint(0, users - 1)}",
+                    "event_type": kind,
+                    "event_time": when,
+                    "product_id": rng.choice([*products, None, "p-unknown"]),
+                    "amount": round(rng.uniform(0.01, 300), 2) if kind == "purchase" else None,
+                    "quantity": rng.randint(1, 4),
+                    "device": rng.choice(("web", "ios", "android", None, "web")),
+                    "session_id": rng.choice((None, f"s{rng.randint(0, 3 * users)}")),
+                    "arrival_date": arrival,
+                    "_source_file": f"landing/events/{arrival}/events.jsonl",
+                    "_line": line + 1,
+                    "_ingested_at": ingested,
+                }
+            )
         write_parquet_atomic(
             pl.DataFrame(rows, schema=EVENT_SCHEMA, orient="row"),
             lake.partition_file("silver", "events", arrival.isoformat()),

@@ -68,7 +68,12 @@ def check_records(instance, key, name) -> list:
 
 
 def rows(paths: LakePaths, layer: str, partition: str) -> int:
-    return pl.scan_parquet(paths.partition_parts(layer, "events", partition)).select(pl.len()).collect().item()
+    return (
+        pl.scan_parquet(paths.partition_parts(layer, "events", partition))
+        .select(pl.len())
+        .collect()
+        .item()
+    )
 
 
 RANGE_RUN = """
@@ -111,12 +116,24 @@ def story(tmp_path_factory):
         )
         cli = subprocess.run(
             [
-                sys.executable, "-m", "dagster", "asset", "materialize",
-                "-m", "refinery.definitions",
-                "--select", "bronze/events,silver/events",
-                "--partition-range", f"{day(3)}...{day(5)}",
+                sys.executable,
+                "-m",
+                "dagster",
+                "asset",
+                "materialize",
+                "-m",
+                "refinery.definitions",
+                "--select",
+                "bronze/events,silver/events",
+                "--partition-range",
+                f"{day(3)}...{day(5)}",
             ],
-            cwd=REPO, env={**os.environ}, capture_output=True, text=True, timeout=600, check=False,
+            cwd=REPO,
+            env={**os.environ},
+            capture_output=True,
+            text=True,
+            timeout=600,
+            check=False,
         )
         yield {"root": root, "paths": paths, "instance": instance, "api": api, "cli": cli}
         instance.dispose()
@@ -136,8 +153,11 @@ def test_a_range_is_one_run_with_one_materialization_per_date(story):
             assert metadata["path"].value.endswith(f"date={record.partition_key}")
         counts = {r.asset_materialization.metadata["dagster/row_count"].value for r in mine}
         assert len(counts) > 1  # not one figure copied onto every date
-    silver = {r.partition_key: r.asset_materialization.metadata for r in materializations(instance, SILVER)
-              if r.run_id == api_run}
+    silver = {
+        r.partition_key: r.asset_materialization.metadata
+        for r in materializations(instance, SILVER)
+        if r.run_id == api_run
+    }
     for partition, metadata in silver.items():
         bronze_rows = metadata["accounting/bronze_rows"].value
         assert bronze_rows == rows(paths, "bronze", partition)
@@ -159,7 +179,8 @@ def test_every_date_has_its_own_check_results(story):
             evaluated = {
                 r.partition: r.status
                 for r in check_records(instance, key, name)
-                if r.run_id == api_run and r.partition is not None
+                if r.run_id == api_run
+                and r.partition is not None
                 and r.status != AssetCheckExecutionRecordStatus.PLANNED
             }
             assert evaluated == {
@@ -173,19 +194,20 @@ def test_the_cli_range_stops_at_the_failed_date(story):
     runs = [r for r in instance.get_runs() if r.run_id != story["api"].run_id]
     assert len(runs) == 1 and runs[0].status == DagsterRunStatus.FAILURE  # one run for 3 dates
     run_id = runs[0].run_id
-    assert sorted(r.partition_key for r in materializations(instance, BRONZE) if r.run_id == run_id) == [
-        day(3), day(4), day(5)
-    ]
+    assert sorted(
+        r.partition_key for r in materializations(instance, BRONZE) if r.run_id == run_id
+    ) == [day(3), day(4), day(5)]
     # silver: the date before the failure and the failed date (its files were written and
     # checked) are materialized; the date after it was never processed
-    assert sorted(r.partition_key for r in materializations(instance, SILVER) if r.run_id == run_id) == [
-        day(3), day(4)
-    ]
+    assert sorted(
+        r.partition_key for r in materializations(instance, SILVER) if r.run_id == run_id
+    ) == [day(3), day(4)]
     assert not paths.partition_parts("silver", "events", day(5))
     rate = {
         r.partition: r.status
         for r in check_records(instance, SILVER, "quarantine_rate")
-        if r.run_id == run_id and r.partition is not None
+        if r.run_id == run_id
+        and r.partition is not None
         and r.status != AssetCheckExecutionRecordStatus.PLANNED
     }
     assert rate == {
@@ -196,7 +218,9 @@ def test_the_cli_range_stops_at_the_failed_date(story):
     from refinery.assets.gold.gate import blocked_partitions
 
     blocked = blocked_partitions(
-        instance, {SILVER: [day(i) for i in range(DAYS - 1)]}, {SILVER: ["quarantine_rate", "contract"]}
+        instance,
+        {SILVER: [day(i) for i in range(DAYS - 1)]},
+        {SILVER: ["quarantine_rate", "contract"]},
     )
     assert [(b.partition, b.check_name) for b in blocked] == [(day(4), "quarantine_rate")]
 
@@ -213,7 +237,10 @@ def test_a_kill_in_the_middle_of_a_range_leaves_whole_dates_and_a_rerun_equals_o
         return subprocess.run(
             [sys.executable, "-c", RANGE_RUN, day(0), day(2)],
             env={**env, **({KILL_ENV: kill_at} if kill_at else {})},
-            capture_output=True, timeout=300, check=False, cwd=REPO,
+            capture_output=True,
+            timeout=300,
+            check=False,
+            cwd=REPO,
         ).returncode
 
     assert run("silver.after_day") == -9  # SIGKILL after the first silver date was committed
@@ -224,27 +251,39 @@ def test_a_kill_in_the_middle_of_a_range_leaves_whole_dates_and_a_rerun_equals_o
     assert run() == 0
     for i in range(3):
         killed = pl.read_parquet(paths.partition_parts("silver", "events", day(i))).sort("event_id")
-        whole = pl.read_parquet(story["paths"].partition_parts("silver", "events", day(i))).sort("event_id")
-        assert killed.drop("_ingested_at", strict=False).equals(whole.drop("_ingested_at", strict=False))
+        whole = pl.read_parquet(story["paths"].partition_parts("silver", "events", day(i))).sort(
+            "event_id"
+        )
+        assert killed.drop("_ingested_at", strict=False).equals(
+            whole.drop("_ingested_at", strict=False)
+        )
 
 
 def test_a_fully_quarantined_partition_fails_whatever_the_limit():
-    quarantine = pl.DataFrame({
-        "quarantine_reason": ["malformed_json"] * 3,
-        "_source_file": ["a.jsonl"] * 3,
-        "_line": [1, 2, 3],
-        "quarantine_detail": ["cut line"] * 3,
-        "_raw": ['{"a', '{"b', '{"c'],
-    })
+    quarantine = pl.DataFrame(
+        {
+            "quarantine_reason": ["malformed_json"] * 3,
+            "_source_file": ["a.jsonl"] * 3,
+            "_line": [1, 2, 3],
+            "quarantine_detail": ["cut line"] * 3,
+            "_raw": ['{"a', '{"b', '{"c'],
+        }
+    )
     result = SilverResult(
-        silver=pl.DataFrame(), quarantine=quarantine, duplicates=pl.DataFrame(), bronze_rows=3,
+        silver=pl.DataFrame(),
+        quarantine=quarantine,
+        duplicates=pl.DataFrame(),
+        bronze_rows=3,
         quarantine_by_reason={"malformed_json": 3},
     )
     check = quarantine_rate_check(result, 1.0, SILVER)
     assert not check.passed and check.severity.value == "ERROR"
     assert "every row" in check.description
     partly = SilverResult(
-        silver=pl.DataFrame(), quarantine=quarantine.head(1), duplicates=pl.DataFrame(),
-        bronze_rows=3, quarantine_by_reason={"malformed_json": 1},
+        silver=pl.DataFrame(),
+        quarantine=quarantine.head(1),
+        duplicates=pl.DataFrame(),
+        bronze_rows=3,
+        quarantine_by_reason={"malformed_json": 1},
     )
     assert quarantine_rate_check(partly, 1.0, SILVER).passed

@@ -104,7 +104,11 @@ def test_landing_to_new_training_set_version_without_a_person(tmp_path):
         trigger = run["tags"].get("refinery/trigger")
         by_trigger.setdefault(trigger, []).append(run)
     assert [r["status"] for r in by_trigger["bootstrap"]] == ["SUCCESS"]
-    assert len(by_trigger["landing"]) == 2 and all(r["status"] == "SUCCESS" for r in by_trigger["landing"])
+    assert len(by_trigger["landing"]) == 2 and all(
+        r["status"] == "SUCCESS" for r in by_trigger["landing"]
+    )
     (drift_run,) = by_trigger["drift"]
     assert drift_run["status"] == "SUCCESS" and float(drift_run["tags"]["refinery/drift_share"]) > 0
-    assert drift_run["tags"]["dagster/run_key"] == f"drift-{drift_run['tags']['refinery/drift_state']}"
+    assert (
+        drift_run["tags"]["dagster/run_key"] == f"drift-{drift_run['tags']['refinery/drift_state']}"
+    )

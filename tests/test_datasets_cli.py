@@ -60,7 +60,9 @@ def published(tmp_path_factory: pytest.TempPathFactory):
     for offset in range(28):
         write_gold_day(root, START + timedelta(days=offset), seed=offset)
     # the lake's history began 30 days before START: every as-of date has full feature windows
-    history_start = LakePaths(root).partition_file("silver", "events", str(START - timedelta(days=29)))
+    history_start = LakePaths(root).partition_file(
+        "silver", "events", str(START - timedelta(days=29))
+    )
     write_parquet_atomic(pl.DataFrame({"event_id": ["e0"]}), history_start)
     instance = DagsterInstance.ephemeral()
     # gold materialized partition 2025-05-11 (knowledge date) = as-of date 2025-05-01

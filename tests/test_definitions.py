@@ -8,10 +8,17 @@ EXPECTED_ASSETS = {
     "bronze": {"bronze/events", "bronze/users", "bronze/products"},
     "silver": {"silver/events", "silver/users", "silver/products"},
     "gold": {
-        "gold/stg_events", "gold/stg_users", "gold/stg_products",
-        "gold/int_user_snapshots_scd2", "gold/int_product_snapshots_scd2",
-        "gold/int_user_day_events", "gold/int_user_day_keys", "gold/int_arrival_ledger",
-        "gold/user_daily_features", "gold/labels", "gold/training_examples",
+        "gold/stg_events",
+        "gold/stg_users",
+        "gold/stg_products",
+        "gold/int_user_snapshots_scd2",
+        "gold/int_product_snapshots_scd2",
+        "gold/int_user_day_events",
+        "gold/int_user_day_keys",
+        "gold/int_arrival_ledger",
+        "gold/user_daily_features",
+        "gold/labels",
+        "gold/training_examples",
     },
     "ml": {"ml/training_dataset", "ml/feature_drift_report"},
     "online": {"online/user_features"},
@@ -32,12 +39,14 @@ def test_asset_keys_groups_and_lineage():
     assert by_group == EXPECTED_ASSETS
     assert AssetKey(["bronze", "events"]) in graph.get(AssetKey(["silver", "events"])).parent_keys
     assert AssetKey(["silver", "events"]) in graph.get(AssetKey(["gold", "stg_events"])).parent_keys
-    assert AssetKey(["gold", "training_examples"]) in graph.get(
-        AssetKey(["ml", "training_dataset"])
-    ).parent_keys
-    assert AssetKey(["gold", "user_daily_features"]) in graph.get(
-        AssetKey(["online", "user_features"])
-    ).parent_keys
+    assert (
+        AssetKey(["gold", "training_examples"])
+        in graph.get(AssetKey(["ml", "training_dataset"])).parent_keys
+    )
+    assert (
+        AssetKey(["gold", "user_daily_features"])
+        in graph.get(AssetKey(["online", "user_features"])).parent_keys
+    )
     for key in ("bronze/events", "silver/events", "gold/user_daily_features"):
         assert graph.get(AssetKey(key.split("/"))).partitions_def is not None
 
@@ -87,8 +96,17 @@ def test_dagster_cli_uses_the_instance_make_sets_up(tmp_path):
     repo = Path(__file__).resolve().parents[1]
     home, dotenv = tmp_path / "home", tmp_path / ".env"
     subprocess.run(
-        ["make", "-s", "-C", str(repo), "instance", "dotenv", f"DOTENV={dotenv}",
-         f"DAGSTER_HOME={home}", f"REFINERY_DATA_DIR={tmp_path / 'data'}"],
+        [
+            "make",
+            "-s",
+            "-C",
+            str(repo),
+            "instance",
+            "dotenv",
+            f"DOTENV={dotenv}",
+            f"DAGSTER_HOME={home}",
+            f"REFINERY_DATA_DIR={tmp_path / 'data'}",
+        ],
         check=True,
     )
     env = {k: v for k, v in os.environ.items() if k not in ("DAGSTER_HOME", "REFINERY_DATA_DIR")}
@@ -96,8 +114,12 @@ def test_dagster_cli_uses_the_instance_make_sets_up(tmp_path):
 
     def instance_info(**extra) -> str:
         result = subprocess.run(
-            [dagster, "instance", "info"], cwd=tmp_path, env={**env, **extra},
-            capture_output=True, text=True, check=True,
+            [dagster, "instance", "info"],
+            cwd=tmp_path,
+            env={**env, **extra},
+            capture_output=True,
+            text=True,
+            check=True,
         )
         return result.stdout
 
@@ -109,8 +131,11 @@ def test_dagster_cli_uses_the_instance_make_sets_up(tmp_path):
     assert f"$DAGSTER_HOME: {other}\n" in instance_info(DAGSTER_HOME=str(other))
     # a .env the operator wrote is not overwritten
     dotenv.write_text("DAGSTER_HOME=/somewhere/else\n")
-    subprocess.run(["make", "-s", "-C", str(repo), "dotenv", f"DOTENV={dotenv}"], check=True,
-                   capture_output=True)
+    subprocess.run(
+        ["make", "-s", "-C", str(repo), "dotenv", f"DOTENV={dotenv}"],
+        check=True,
+        capture_output=True,
+    )
     assert dotenv.read_text() == "DAGSTER_HOME=/somewhere/else\n"
 
 
@@ -196,15 +221,18 @@ def test_code_references_become_git_links_when_a_repository_url_is_given():
 
     def reference(environ):
         [assets_def] = code_referenced([training_dataset], environ)
-        [ref] = assets_def.specs_by_key[assets_def.key].metadata[
-            "dagster/code_references"
-        ].code_references
+        [ref] = (
+            assets_def.specs_by_key[assets_def.key]
+            .metadata["dagster/code_references"]
+            .code_references
+        )
         return ref
 
     local = reference({})
     assert local.file_path.endswith("refinery/assets/ml/training_dataset.py")
-    linked = reference({"REFINERY_GIT_URL": "https://github.com/acme/refinery/",
-                        "REFINERY_GIT_BRANCH": "ui"})
+    linked = reference(
+        {"REFINERY_GIT_URL": "https://github.com/acme/refinery/", "REFINERY_GIT_BRANCH": "ui"}
+    )
     assert linked.url == (
         "https://github.com/acme/refinery/tree/ui/refinery/assets/ml/training_dataset.py"
         f"#L{local.line_number}"
@@ -226,8 +254,13 @@ def test_partitions_start_at_the_first_landed_day(tmp_path):
 
     assert start() == DEFAULT_PARTITIONS_START  # nothing landed yet
     landing = tmp_path / "landing"
-    for folder in ("events/1999-12-31", "events/2026-06-02", "events/2026-02-30",
-                   "events/latest", "users/2026-03-01"):
+    for folder in (
+        "events/1999-12-31",
+        "events/2026-06-02",
+        "events/2026-02-30",
+        "events/latest",
+        "users/2026-03-01",
+    ):
         (landing / folder).mkdir(parents=True)
         (landing / folder / "x.jsonl").write_text("{}\n")
     (landing / "events/2026-01-01").mkdir()  # empty: nothing landed that day
@@ -265,12 +298,19 @@ def test_loading_the_code_location_reads_the_data_root_and_writes_nothing(tmp_pa
     env = {k: v for k, v in os.environ.items() if k != "REFINERY_PARTITIONS_START"}
     env["REFINERY_DATA_DIR"] = str(root)
     out = subprocess.run(
-        [sys.executable, "-c", (
-            "from refinery.definitions import defs\n"
-            "job = defs.resolve_job_def('ingest_job')\n"
-            "print(job.partitions_def.get_first_partition_key())"
-        )],
-        env=env, capture_output=True, text=True, check=True,
+        [
+            sys.executable,
+            "-c",
+            (
+                "from refinery.definitions import defs\n"
+                "job = defs.resolve_job_def('ingest_job')\n"
+                "print(job.partitions_def.get_first_partition_key())"
+            ),
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
     ).stdout.strip()
     assert out == "2026-02-03"
     assert sorted((p, p.stat().st_mtime_ns) for p in root.rglob("*")) == before

@@ -71,10 +71,15 @@ def examples(day_index: int, mean: float, n: int = 400) -> pl.DataFrame:
 def write_lake(root: Path) -> None:
     """gold training_examples and user_daily_features for DAYS, silver's first arrival date."""
     lake = LakePaths(root)
-    write_parquet_atomic(pl.DataFrame({"event_id": ["e"]}), lake.partition_file("silver", "events", DAYS[0]))
+    write_parquet_atomic(
+        pl.DataFrame({"event_id": ["e"]}), lake.partition_file("silver", "events", DAYS[0])
+    )
     for i, day in enumerate(DAYS):
         frame = examples(i, mean=50.0)
-        for model, data in (("training_examples", frame), ("user_daily_features", frame.drop("label"))):
+        for model, data in (
+            ("training_examples", frame),
+            ("user_daily_features", frame.drop("label")),
+        ):
             write_parquet_atomic(data, lake.gold_dir(model) / f"as_of_date={day}" / "data.parquet")
 
 
@@ -83,7 +88,9 @@ def shift_recent_features(root: Path, days: int) -> None:
     lake = LakePaths(root)
     for i, day in list(enumerate(DAYS))[-days:]:
         frame = examples(i, mean=75.0).drop("label")
-        write_parquet_atomic(frame, lake.gold_dir("user_daily_features") / f"as_of_date={day}" / "data.parquet")
+        write_parquet_atomic(
+            frame, lake.gold_dir("user_daily_features") / f"as_of_date={day}" / "data.parquet"
+        )
 
 
 def test_report_automation_ignores_a_rebuild_that_published_nothing():
@@ -96,8 +103,10 @@ def test_report_automation_ignores_a_rebuild_that_published_nothing():
         return result.total_requested, result.cursor
 
     def record(key, **metadata):
-        values = {k: MetadataValue.text(v) if isinstance(v, str) else MetadataValue.bool(v)
-                  for k, v in metadata.items()}
+        values = {
+            k: MetadataValue.text(v) if isinstance(v, str) else MetadataValue.bool(v)
+            for k, v in metadata.items()
+        }
         instance.report_runless_asset_event(AssetMaterialization(asset_key=key, metadata=values))
 
     requested, cursor = tick(None)
@@ -178,8 +187,13 @@ def test_persistent_drift_with_no_new_data_rebuilds_once_under_the_daemon(tmp_pa
             ticks_at_end = len(sensor_ticks(instance, "drift_sensor"))
             wait_for(
                 f"{TICKS_AFTER_REBUILD} more drift_sensor ticks",
-                lambda: len(sensor_ticks(instance, "drift_sensor")) >= ticks_at_end + TICKS_AFTER_REBUILD,
-                120, daemon, log,
+                lambda: (
+                    len(sensor_ticks(instance, "drift_sensor"))
+                    >= ticks_at_end + TICKS_AFTER_REBUILD
+                ),
+                120,
+                daemon,
+                log,
             )
             automation_ticks = len(sensor_ticks(instance, "drift_report_automation"))
 
@@ -189,7 +203,8 @@ def test_persistent_drift_with_no_new_data_rebuilds_once_under_the_daemon(tmp_pa
             assert len(drift_runs()) == 1, (
                 [(r.run_id, r.status.value, r.tags) for r in drift_runs()],
                 history,
-                len(instance.fetch_materializations(REPORT_KEY, limit=100).records) - reports_before,
+                len(instance.fetch_materializations(REPORT_KEY, limit=100).records)
+                - reports_before,
             )
             assert instance.get_runs(RunsFilter(job_name="training_set_job"), limit=10) == [rebuild]
             latest = instance.fetch_materializations(TRAINING_SET_KEY, limit=1).records[0]
@@ -197,7 +212,10 @@ def test_persistent_drift_with_no_new_data_rebuilds_once_under_the_daemon(tmp_pa
             assert latest.asset_materialization.metadata["new_version"].value is False
             # the report was not refreshed by a rebuild that changed nothing
             assert automation_ticks >= 3
-            assert len(instance.fetch_materializations(REPORT_KEY, limit=100).records) == reports_before
+            assert (
+                len(instance.fetch_materializations(REPORT_KEY, limit=100).records)
+                == reports_before
+            )
             latest_ticks = sensor_ticks(instance, "drift_sensor")[:TICKS_AFTER_REBUILD]
             assert not any(t.run_keys for t in latest_ticks)
             # a tick still in progress has no skip reason yet; every finished one says why

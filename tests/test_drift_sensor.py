@@ -187,8 +187,11 @@ def test_one_run_per_drift_state_and_skip_reasons(published_root):
     launch_like_the_daemon(instance, next_day)
     # A new reference over the same data is a new state too (the report compared against it).
     record_report(
-        instance, "drift", reference="training_set@v2.0.0",
-        window="2025-03-02..2025-03-08", examples_through="2025-02-26",
+        instance,
+        "drift",
+        reference="training_set@v2.0.0",
+        window="2025-03-02..2025-03-08",
+        examples_through="2025-02-26",
     )
     [new_reference] = tick(instance, root).run_requests
     assert new_reference.tags["refinery/reference_version"] == "training_set@v2.0.0"

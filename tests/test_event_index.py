@@ -20,8 +20,13 @@ from refinery.contracts.silver import EVENTS
 from refinery.resources.lake import LakePaths, write_parquet_atomic
 
 START = date(2025, 1, 1)
-KILL_POINTS = ["index.between_run_files", "index.after_add", "index.after_merge",
-               "index.before_manifest", "index.after_manifest"]
+KILL_POINTS = [
+    "index.between_run_files",
+    "index.after_add",
+    "index.after_merge",
+    "index.before_manifest",
+    "index.after_manifest",
+]
 
 
 def tiny_hash(ids: pl.Series) -> np.ndarray:
@@ -59,13 +64,19 @@ ID = st.integers(0, 40).map(lambda i: f"ev-{i}")
 DAY = st.lists(st.lists(ID, max_size=6), min_size=1, max_size=3)
 OP = st.one_of(
     st.tuples(st.just("write"), st.integers(0, 7), DAY),
-    st.tuples(st.just("lookup"), st.integers(0, 9), st.lists(st.one_of(ID, st.none()), max_size=12)),
-    st.tuples(st.just("delete"), st.sampled_from(["manifest", "fp", "loc", "all"]), st.integers(0, 5)),
+    st.tuples(
+        st.just("lookup"), st.integers(0, 9), st.lists(st.one_of(ID, st.none()), max_size=12)
+    ),
+    st.tuples(
+        st.just("delete"), st.sampled_from(["manifest", "fp", "loc", "all"]), st.integers(0, 5)
+    ),
     st.tuples(st.just("corrupt"), st.sampled_from(["manifest", "fp"]), st.integers(0, 5)),
 )
 
 
-@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(
+    max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
 @given(ops=st.lists(OP, min_size=1, max_size=14), tiny=st.booleans(), old_schema=st.booleans())
 def test_index_lookup_equals_scan(tmp_path_factory, ops, tiny, old_schema):
     paths = LakePaths(tmp_path_factory.mktemp("lake"))
@@ -77,7 +88,12 @@ def test_index_lookup_equals_scan(tmp_path_factory, ops, tiny, old_schema):
         if kind == "write":  # a new day or a backfill rewriting an old one
             write_day(paths, op[1], op[2], salt=step)
         elif kind == "lookup":
-            same(paths, START + timedelta(days=op[1]), pl.Series("event_id", op[2], dtype=pl.String), **kw)
+            same(
+                paths,
+                START + timedelta(days=op[1]),
+                pl.Series("event_id", op[2], dtype=pl.String),
+                **kw,
+            )
         elif root.exists():
             runs = sorted(p for p in root.iterdir() if p.name.startswith("run-"))
             if op[1] == "manifest":
@@ -85,7 +101,7 @@ def test_index_lookup_equals_scan(tmp_path_factory, ops, tiny, old_schema):
             elif op[1] == "all":
                 target = [*runs, root / "manifest.json"]
             else:
-                target = [p for p in runs if p.name.endswith(f".{op[1]}.npy")][op[2]:op[2] + 1]
+                target = [p for p in runs if p.name.endswith(f".{op[1]}.npy")][op[2] : op[2] + 1]
             for p in target:
                 if kind == "delete":
                     p.unlink(missing_ok=True)
@@ -106,7 +122,9 @@ def test_index_narrows_reads_and_merges(tmp_path):
     m = ei.load_manifest(paths)
     assert len(m["partitions"]) == 9
     assert len(m["runs"]) < 9  # four tier-0 runs became one tier-1 run, twice
-    files = {p.name.split(".")[0] for p in ei.index_dir(paths).iterdir() if p.name.startswith("run-")}
+    files = {
+        p.name.split(".")[0] for p in ei.index_dir(paths).iterdir() if p.name.startswith("run-")
+    }
     assert files == set(m["runs"])  # merged-away runs are gone
     ids = pl.Series("event_id", ["ev-3-7", "ev-8-x", "nope"])
     got = ei.prior_rows(paths, START + timedelta(days=9), ids, update=False)
@@ -133,8 +151,12 @@ def test_runs_at_the_merge_cap_stay_apart_and_lookups_stay_exact(tmp_path, monke
 def test_fingerprints_are_stable():
     """Persisted values: a change of the hash must change HASH_NAME (old indexes are rebuilt)."""
     got = ei.fingerprints(pl.Series(["ab", "cde", "", "é" * 100]))
-    assert got.tolist() == [9163901565814428262, 13237141236454271574, 17665956581633026203,
-                            7507393006233563996]
+    assert got.tolist() == [
+        9163901565814428262,
+        13237141236454271574,
+        17665956581633026203,
+        7507393006233563996,
+    ]
 
 
 _CHILD = """
@@ -162,10 +184,13 @@ def test_sigkill_during_update_leaves_lookups_exact(tmp_path, point):
     for day in range(1, 7):
         arrival = START + timedelta(days=day)
         assert ei.prior_rows(paths, arrival, ids, update=False).equals(
-            ei.scan_prior_rows(paths, arrival, ids))
+            ei.scan_prior_rows(paths, arrival, ids)
+        )
     ei.refresh(paths)  # the next update repairs it
     m = ei.load_manifest(paths)
     assert len(m["partitions"]) == 5
-    files = {p.name.split(".")[0] for p in ei.index_dir(paths).iterdir() if p.name.startswith("run-")}
+    files = {
+        p.name.split(".")[0] for p in ei.index_dir(paths).iterdir() if p.name.startswith("run-")
+    }
     assert files == set(m["runs"])
     same(paths, START + timedelta(days=6), ids, update=False)

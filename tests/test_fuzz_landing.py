@@ -40,7 +40,10 @@ settings.register_profile(
     "ci", max_examples=120, deadline=None, suppress_health_check=list(HealthCheck)
 )
 settings.register_profile(
-    "long", max_examples=int(os.environ.get("REFINERY_FUZZ_EXAMPLES", "5000")), deadline=None, suppress_health_check=list(HealthCheck)
+    "long",
+    max_examples=int(os.environ.get("REFINERY_FUZZ_EXAMPLES", "5000")),
+    deadline=None,
+    suppress_health_check=list(HealthCheck),
 )
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
@@ -48,6 +51,7 @@ settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 def examples(ci: int) -> int:
     """A property's example count: `ci` in make test, scaled up as the loaded profile is."""
     return max(1, ci * settings().max_examples // 120)
+
 
 ARRIVAL = date(2026, 3, 1)
 AT = datetime(2026, 3, 2, 0, 30, tzinfo=UTC)
@@ -70,11 +74,42 @@ GOOD = {
     "session_id": "s1",
 }
 ODD_VALUES = [
-    "NaN", "-Infinity", "Infinity", "1e400", "-1e400", "1e308", "123456789012345678901234567890",
-    "true", "false", "null", "{}", "[]", '{"a":1}', "[1,2]", '""', '"  "', '"\\u0000"',
-    '"\\ud800"', '"\\udfff\\ud800"', '"\\"quoted\\""', "1.0", "-0", "0.0", "2", "-5", '"12.5"',
-    '"2026-03-01T10:00:00Z"', '"PURCHASE"', '"caf\u00e9"', '"\u2028"', "1E2", "0e0",
-    '{"k":"\\ud800"}', '["\\udc00", "\u00e9"]', '["\u00e9"]', '{"\\ud800":1}',
+    "NaN",
+    "-Infinity",
+    "Infinity",
+    "1e400",
+    "-1e400",
+    "1e308",
+    "123456789012345678901234567890",
+    "true",
+    "false",
+    "null",
+    "{}",
+    "[]",
+    '{"a":1}',
+    "[1,2]",
+    '""',
+    '"  "',
+    '"\\u0000"',
+    '"\\ud800"',
+    '"\\udfff\\ud800"',
+    '"\\"quoted\\""',
+    "1.0",
+    "-0",
+    "0.0",
+    "2",
+    "-5",
+    '"12.5"',
+    '"2026-03-01T10:00:00Z"',
+    '"PURCHASE"',
+    '"caf\u00e9"',
+    '"\u2028"',
+    "1E2",
+    "0e0",
+    '{"k":"\\ud800"}',
+    '["\\udc00", "\u00e9"]',
+    '["\u00e9"]',
+    '{"\\ud800":1}',
 ]
 
 
@@ -146,7 +181,9 @@ def events_file(draw) -> tuple[str, bytes, bytes]:
     text = newline.join(lines) + (newline if lines and draw(st.booleans()) else b"")
     if draw(st.booleans()):
         text = b"\xef\xbb\xbf" + text
-    packing = draw(st.sampled_from(["plain", "plain", "gzip", "gzip_multi", "cut", "damaged", "liar"]))
+    packing = draw(
+        st.sampled_from(["plain", "plain", "gzip", "gzip_multi", "cut", "damaged", "liar"])
+    )
     name = "a.jsonl.gz" if packing != "plain" else draw(st.sampled_from(["a.jsonl", "A.JSONL"]))
     if packing == "plain" or packing == "liar":
         return name, text, text
@@ -251,6 +288,7 @@ def _fate(result) -> dict[int, str]:
 @given(lines=st.lists(any_line, min_size=1, max_size=12))
 def test_a_lines_fate_does_not_depend_on_its_neighbours(tmp_path_factory, lines):
     tmp = tmp_path_factory.mktemp("alone")
+
     def fates_of(name: str, data: bytes) -> dict[int, str]:
         bronze = bronze_events_from_file(_write(tmp, name, data + b"\n"), "f")
         return _fate(clean_events(stamp(bronze, "events", ARRIVAL, AT)))
@@ -263,9 +301,32 @@ def test_a_lines_fate_does_not_depend_on_its_neighbours(tmp_path_factory, lines)
 
 
 CSV_CELLS = st.sampled_from(
-    ["u1", "u2", "2025-01-01", "2026-13-40", "DE", "XX", "de", "1990", "1899", "true", "maybe",
-     "free", "pro", "", " ", '"quoted, cell"', '"open', 'a"b', "inf", "NaN", "1e400", "-1",
-     "\x00", "caf\u00e9"]
+    [
+        "u1",
+        "u2",
+        "2025-01-01",
+        "2026-13-40",
+        "DE",
+        "XX",
+        "de",
+        "1990",
+        "1899",
+        "true",
+        "maybe",
+        "free",
+        "pro",
+        "",
+        " ",
+        '"quoted, cell"',
+        '"open',
+        'a"b',
+        "inf",
+        "NaN",
+        "1e400",
+        "-1",
+        "\x00",
+        "caf\u00e9",
+    ]
 )
 
 

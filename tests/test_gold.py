@@ -347,6 +347,7 @@ def test_arrival_signatures_change_when_a_partition_is_rewritten(tmp_path):
         k: v for k, v in first.items() if k != "2025-01-02"
     }
 
+
 def test_dbt_targets_are_pruned_to_the_newest_and_the_latest_always_stays(tmp_path):
     target = tmp_path / "target"
     names = [f"gold_dbt_models-run{i:04d}-abc{i:04d}" for i in range(6)]

@@ -100,8 +100,18 @@ def test_full_refresh_rebuilds_every_as_of_date_of_history(tmp_path):
     last = FIRST + (days - 1) * DAY
     env = {**os.environ, "REFINERY_DATA_DIR": str(root)}
     vars_arg = f"{{data_dir: {root}, min_date: '{last}', max_date: '{last}'}}"
-    base = ["dbt", "build", "--project-dir", str(DBT_PROJECT_DIR), "--profiles-dir",
-            str(DBT_PROJECT_DIR), "--target-path", str(tmp_path / "target"), "--vars", vars_arg]
+    base = [
+        "dbt",
+        "build",
+        "--project-dir",
+        str(DBT_PROJECT_DIR),
+        "--profiles-dir",
+        str(DBT_PROJECT_DIR),
+        "--target-path",
+        str(tmp_path / "target"),
+        "--vars",
+        vars_arg,
+    ]
     subprocess.run([*base, "--full-refresh"], env=env, check=True, capture_output=True)
     features = warehouse(root, "user_daily_features")
     assert features["as_of_date"].min() == FIRST and features["as_of_date"].max() == last

@@ -13,7 +13,9 @@ def write_days(gold, model, first: date, days: int):
     for i in range(days):
         path = mart_file(gold, model, first + timedelta(days=i))
         path.parent.mkdir(parents=True, exist_ok=True)
-        pl.DataFrame({"user_id": ["u"], "as_of_date": [first + timedelta(days=i)]}).write_parquet(path)
+        pl.DataFrame({"user_id": ["u"], "as_of_date": [first + timedelta(days=i)]}).write_parquet(
+            path
+        )
 
 
 def test_run_tags_give_the_knowledge_dates():

@@ -40,9 +40,7 @@ def test_every_mart_column_declares_a_type_and_a_written_description():
 @pytest.mark.parametrize("mutation", list(MUTATIONS))
 def test_pandera_refuses_a_mart_that_breaks_its_declaration(mutation):
     schema = gold_contract("user_daily_features").pandera_schema()
-    frame = declared_frame("user_daily_features", 2).with_columns(
-        user_id=pl.Series(["a", "b"])
-    )
+    frame = declared_frame("user_daily_features", 2).with_columns(user_id=pl.Series(["a", "b"]))
     schema.validate(frame)  # the declared shape passes
     with pytest.raises((pandera.errors.SchemaError, pandera.errors.SchemaErrors)):
         schema.validate(MUTATIONS[mutation](frame), lazy=True)
@@ -59,8 +57,10 @@ def test_dbt_refuses_to_build_a_mart_that_breaks_its_declaration(tmp_path):
     for old, new in (
         ("cast(sessions_7d as bigint) as sessions_7d,", ""),  # dropped
         ("cast(spend_7d as double) as spend_7d,", "cast(spend_7d as double) as spend_week,"),
-        ("cast(items_purchased_30d as bigint) as items_purchased_30d,",
-         "cast(items_purchased_30d as double) as items_purchased_30d,"),
+        (
+            "cast(items_purchased_30d as bigint) as items_purchased_30d,",
+            "cast(items_purchased_30d as double) as items_purchased_30d,",
+        ),
     ):
         assert old in sql
         sql = sql.replace(old, new)
@@ -111,11 +111,13 @@ def test_adding_a_feature_column_and_backfilling_it(tmp_path):
     before = features()
 
     sql = project / "models" / "marts" / "user_daily_features.sql"
-    sql.write_text(sql.read_text().replace(
-        "        cast(user_versions.country as varchar) as country\n",
-        "        cast(user_versions.country as varchar) as country,\n"
-        "        cast(views_30d / events_30d as double) as view_share_30d\n",
-    ))
+    sql.write_text(
+        sql.read_text().replace(
+            "        cast(user_versions.country as varchar) as country\n",
+            "        cast(user_versions.country as varchar) as country,\n"
+            "        cast(views_30d / events_30d as double) as view_share_30d\n",
+        )
+    )
     for model in ("user_daily_features", "training_examples"):
         declaration = project / "models" / "marts" / "_marts.yml"
         text = declaration.read_text()
@@ -123,11 +125,15 @@ def test_adding_a_feature_column_and_backfilling_it(tmp_path):
         start = text.index(anchor)
         country = text.index("      - name: country\n", start)
         end = text.index("\n", text.index("data_type", country)) + 1
-        text = text[:end] + (
-            "      - name: view_share_30d\n"
-            "        description: \"Share of the 30-day events that are views.\"\n"
-            "        data_type: double\n"
-        ) + text[end:]
+        text = (
+            text[:end]
+            + (
+                "      - name: view_share_30d\n"
+                '        description: "Share of the 30-day events that are views."\n'
+                "        data_type: double\n"
+            )
+            + text[end:]
+        )
         declaration.write_text(text)
 
     one_day = "{min_date: '2025-01-16', max_date: '2025-01-16'}"

@@ -56,7 +56,9 @@ def cli_gold(root: Path, home: Path, kill_at: str | None = None):
     command = [sys.executable, "-m", "dagster", "asset", "materialize"]
     command += ["-m", "refinery.definitions", "--select", "group:gold"]
     command += ["--partition-range", f"{FIRST_DAY}...{LAST_KNOWLEDGE_DAY}"]
-    return subprocess.run(command, check=False, env=env, capture_output=True, text=True, timeout=300)
+    return subprocess.run(
+        command, check=False, env=env, capture_output=True, text=True, timeout=300
+    )
 
 
 @pytest.fixture(scope="module")

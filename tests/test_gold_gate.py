@@ -20,7 +20,9 @@ DAYS = 5
 BAD_EVENTS_DAY = 1  # events: a fifth of the lines malformed (limit 5 %)
 BAD_USERS_DAY = 4  # users snapshot lacks `plan`: every row quarantined
 BRONZE_SILVER = [
-    AssetKey([layer, table]) for layer in ("bronze", "silver") for table in ("events", "users", "products")
+    AssetKey([layer, table])
+    for layer in ("bronze", "silver")
+    for table in ("events", "users", "products")
 ]
 
 
@@ -39,9 +41,7 @@ def poison(events_dir) -> bytes:
 
 def failure_message(result) -> str:
     failures = [
-        event
-        for event in result.all_events
-        if event.event_type == DagsterEventType.STEP_FAILURE
+        event for event in result.all_events if event.event_type == DagsterEventType.STEP_FAILURE
     ]
     assert failures, "expected a failed step"
     return "\n".join(str(event.event_specific_data.error) for event in failures)
@@ -130,7 +130,9 @@ def test_gold_fails_naming_every_blocked_partition_and_check(story):
     run = story["blocked_both"]
     assert not run.success
     message = failure_message(run)
-    assert f"silver/events partition {day(BAD_EVENTS_DAY)}: blocking check quarantine_rate" in message
+    assert (
+        f"silver/events partition {day(BAD_EVENTS_DAY)}: blocking check quarantine_rate" in message
+    )
     assert f"silver/users partition {day(BAD_USERS_DAY)}: blocking check quarantine_rate" in message
     assert "of rows quarantined" in message  # silver's own description of the failure
     assert gold_materialized(run) == set()

@@ -79,25 +79,43 @@ def lake(tmp_path_factory):
     land(root, "events", DAY1, "notes.txt", b"hello\n")
     land(root, "events", DAY1, ".upload.tmp", b"partial")
     good_users = [f"u{i},2025-01-01,DE,1990,true,free" for i in range(1, 40)]
-    land(root, "users", DAY1, "users.csv", users_csv(
-        [*good_users, "u90,2025-01-01,DE,1990,true", "u91,2025-01-01,XX,1990,true,free"]
-    ))
-    land(root, "products", DAY1, "products.csv", (
-        "product_id,category,brand,list_price,active\n"
-        + "".join(f"p{i},toys,acme,3.5,true\n" for i in range(1, 40))
-        + "pinf,toys,acme,inf,true\npnan,toys,acme,NaN,true\n"
-    ).encode())
+    land(
+        root,
+        "users",
+        DAY1,
+        "users.csv",
+        users_csv([*good_users, "u90,2025-01-01,DE,1990,true", "u91,2025-01-01,XX,1990,true,free"]),
+    )
+    land(
+        root,
+        "products",
+        DAY1,
+        "products.csv",
+        (
+            "product_id,category,brand,list_price,active\n"
+            + "".join(f"p{i},toys,acme,3.5,true\n" for i in range(1, 40))
+            + "pinf,toys,acme,inf,true\npnan,toys,acme,NaN,true\n"
+        ).encode(),
+    )
 
     redelivered = [dumps(event(f"g{i}", at="2026-10-01T10:00:00+00:00")) for i in range(3)]
     conflicting = dumps(event("g3", amount=99.0))
     day2 = [dumps(event(f"n{i}", at="2026-10-11T09:00:00Z")) for i in range(100)]
-    land(root, "events", DAY2, "a.jsonl.gz", gzip.compress(
-        ("\n".join([*day2, *redelivered, conflicting]) + "\n").encode(), mtime=0
-    ))
+    land(
+        root,
+        "events",
+        DAY2,
+        "a.jsonl.gz",
+        gzip.compress(("\n".join([*day2, *redelivered, conflicting]) + "\n").encode(), mtime=0),
+    )
     land(root, "users", DAY2, "users.csv", users_csv([]))  # header only
-    land(root, "products", DAY2, "products.csv", (
-        "product_id,category,brand,list_price,active\n" + "p1,toys,acme,3.5,true\n"
-    ).encode())  # shrank from 39 valid rows to 1
+    land(
+        root,
+        "products",
+        DAY2,
+        "products.csv",
+        ("product_id,category,brand,list_price,active\n" + "p1,toys,acme,3.5,true\n").encode(),
+    )  # shrank from 39 valid rows to 1
 
     instance = DagsterInstance.ephemeral()
     resources = {"lake": LakeResource(data_dir=str(root)), "policy": QualityPolicy()}
@@ -154,7 +172,8 @@ def test_files_that_are_not_what_their_name_says_keep_their_lines(lake):
     assert fates[("c.jsonl.gz", 0)] == "empty_file"  # zero bytes, not "truncated_gzip"
     assert fates[("e.json", 0)] == fates[("notes.txt", 0)] == "unsupported_file"
     landing_check = next(
-        e for e in results[DAY1].get_asset_check_evaluations()
+        e
+        for e in results[DAY1].get_asset_check_evaluations()
         if e.check_name == "landing_files" and e.asset_key == AssetKey(["bronze", "events"])
     )
     assert not landing_check.passed

@@ -70,7 +70,9 @@ def test_stamp_adds_ingestion_metadata_in_contract_order(tmp_path):
 
 def test_snapshot_missing_column_is_recorded_on_every_row(tmp_path):
     path = tmp_path / "users.csv"
-    path.write_text(USERS_CSV.replace(",plan", "").replace(",free", "").replace(",pro", "").replace(",plus", ""))
+    path.write_text(
+        USERS_CSV.replace(",plan", "").replace(",free", "").replace(",pro", "").replace(",plus", "")
+    )
     frame = bronze_snapshot_from_file(path, "users.csv", "users")
     assert frame["_parse_error"].unique().to_list() == ["missing_column"]
     assert "plan" in frame["_parse_detail"][0]

@@ -57,15 +57,24 @@ def run(root: Path, day: str, kill_at: str | None = None) -> int:
         env[KILL_ENV] = kill_at
     return subprocess.run(
         [sys.executable, "-c", RUN, str(root), day],
-        env=env, capture_output=True, timeout=300, check=False,
+        env=env,
+        capture_output=True,
+        timeout=300,
+        check=False,
     ).returncode
 
 
 def event(i: int, day: str) -> str:
-    return json.dumps({
-        "event_id": f"{day}-{i}", "user_id": f"u{i % 7}", "event_type": "view",
-        "event_time": f"{day}T{i % 24:02d}:00:00Z", "product_id": f"p{i % 5}", "device": "web",
-    })
+    return json.dumps(
+        {
+            "event_id": f"{day}-{i}",
+            "user_id": f"u{i % 7}",
+            "event_type": "view",
+            "event_time": f"{day}T{i % 24:02d}:00:00Z",
+            "product_id": f"p{i % 5}",
+            "device": "web",
+        }
+    )
 
 
 def land(root: Path, day: str, name: str, lines: list[str]) -> None:
@@ -135,8 +144,12 @@ def test_sweep_deletes_the_staging_of_dead_runs_only(tmp_path):
     from refinery.resources.lake import LakePaths
 
     paths = LakePaths(tmp_path)
-    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
-                          capture_output=True, text=True, check=True).stdout.strip()
+    gone = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
     mine = paths.staging_dir("silver", "events", DAY)
     alive = paths.staging / f"bronze.events.{DAY}.{__import__('os').getppid()}.x"
     dead = paths.staging / f"bronze.events.{DAY}.{gone}.y"

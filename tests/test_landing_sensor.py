@@ -93,7 +93,9 @@ def test_sensor_skips_dates_already_ingested_by_other_runs(tmp_path, instance):
     assert set(json.loads(cursor)) == {"2026-03-01", "2026-03-02"}
 
 
-def test_folders_that_are_not_arrival_dates_are_named_and_never_block_valid_dates(tmp_path, instance):
+def test_folders_that_are_not_arrival_dates_are_named_and_never_block_valid_dates(
+    tmp_path, instance
+):
     """`2026-09-31` used to fail every tick with DagsterUnknownPartitionError; `latest/` and
     `2026-13-40/` were skipped in silence."""
     lake = LakeResource(data_dir=str(tmp_path))

@@ -75,7 +75,9 @@ def test_schema_and_cold_start_follow_the_mart():
     declared = declared_columns("user_daily_features")
     schema = pl.Schema({c.name: c.dtype for c in declared})
     described = feature_schema(schema)
-    assert [f["name"] for f in described] == [c.name for c in declared][2:]  # the key is not a feature
+    assert [f["name"] for f in described] == [c.name for c in declared][
+        2:
+    ]  # the key is not a feature
     by_name = {f["name"]: f for f in described}
     assert by_name["spend_7d"]["json_type"] == "number"
     assert by_name["events_7d"]["json_type"] == "integer"

@@ -33,7 +33,9 @@ EXPECTED_REASON = {
     "bad_timezone": {"invalid_event_time"},
 }
 
-BRONZE_SILVER = [AssetKey([layer, t]) for layer in ("bronze", "silver") for t in ("events", "users", "products")]
+BRONZE_SILVER = [
+    AssetKey([layer, t]) for layer in ("bronze", "silver") for t in ("events", "users", "products")
+]
 from refinery.sensors.landing_sensor import GOLD_KEYS as GOLD
 
 
@@ -67,7 +69,10 @@ def lake(tmp_path_factory):
     results = {}
     for i in range(DAYS - 1):
         results[day(i)] = job.execute_in_process(
-            partition_key=day(i), instance=instance, asset_selection=BRONZE_SILVER, raise_on_error=False
+            partition_key=day(i),
+            instance=instance,
+            asset_selection=BRONZE_SILVER,
+            raise_on_error=False,
         )
     # gold for the range in one dbt run, as a backfill does
     gold = job.execute_in_process(
@@ -83,7 +88,14 @@ def lake(tmp_path_factory):
     last = job.execute_in_process(
         partition_key=day(DAYS - 1), instance=instance, raise_on_error=False
     )
-    yield {"root": root, "defs": defs, "instance": instance, "runs": results, "gold": gold, "last": last}
+    yield {
+        "root": root,
+        "defs": defs,
+        "instance": instance,
+        "runs": results,
+        "gold": gold,
+        "last": last,
+    }
     if old is None:
         os.environ.pop("REFINERY_DATA_DIR", None)
     else:
@@ -116,8 +128,12 @@ def test_accounting_invariant_per_partition_and_in_total(lake):
         part = {
             "bronze": pl.scan_parquet(root / f"lake/bronze/events/date={day(i)}/*.parquet"),
             "silver": pl.scan_parquet(root / f"lake/silver/events/date={day(i)}/part-*.parquet"),
-            "quarantine": pl.scan_parquet(root / f"lake/quarantine/events/date={day(i)}/part-0.parquet"),
-            "duplicates": pl.scan_parquet(root / f"lake/quarantine/events/date={day(i)}/duplicates.parquet"),
+            "quarantine": pl.scan_parquet(
+                root / f"lake/quarantine/events/date={day(i)}/part-0.parquet"
+            ),
+            "duplicates": pl.scan_parquet(
+                root / f"lake/quarantine/events/date={day(i)}/duplicates.parquet"
+            ),
         }
         counts = {k: v.select(pl.len()).collect().item() for k, v in part.items()}
         assert counts["bronze"] == counts["silver"] + counts["quarantine"] + counts["duplicates"]
@@ -125,7 +141,11 @@ def test_accounting_invariant_per_partition_and_in_total(lake):
             totals[k] += counts[k]
     assert totals["bronze"] == totals["silver"] + totals["quarantine"] + totals["duplicates"]
     # event ids are unique across the whole silver table (re-deliveries were deduplicated)
-    ids = pl.scan_parquet(root / "lake/silver/events/date=*/part-*.parquet").select("event_id").collect()
+    ids = (
+        pl.scan_parquet(root / "lake/silver/events/date=*/part-*.parquet")
+        .select("event_id")
+        .collect()
+    )
     assert ids.height == ids["event_id"].n_unique()
 
 
@@ -134,12 +154,18 @@ def test_each_injected_fault_lands_in_quarantine_with_its_reason(lake):
     for i in range(DAYS - 1):
         manifest = json.loads((root / f"landing/_manifest/{day(i)}.json").read_text())
         quarantine = pl.read_parquet(root / f"lake/quarantine/events/date={day(i)}/part-0.parquet")
-        duplicates = pl.read_parquet(root / f"lake/quarantine/events/date={day(i)}/duplicates.parquet")
+        duplicates = pl.read_parquet(
+            root / f"lake/quarantine/events/date={day(i)}/duplicates.parquet"
+        )
         reason_at = {
             (Path(f).name, n): r
-            for f, n, r in quarantine.select("_source_file", "_line", "quarantine_reason").iter_rows()
+            for f, n, r in quarantine.select(
+                "_source_file", "_line", "quarantine_reason"
+            ).iter_rows()
         }
-        duplicate_at = {(Path(f).name, n) for f, n in duplicates.select("_source_file", "_line").iter_rows()}
+        duplicate_at = {
+            (Path(f).name, n) for f, n in duplicates.select("_source_file", "_line").iter_rows()
+        }
         for file in manifest["files"]:
             for kind, spec in file.get("faults", {}).items():
                 for line in spec["lines"]:
@@ -149,7 +175,11 @@ def test_each_injected_fault_lands_in_quarantine_with_its_reason(lake):
                     elif kind == "duplicate_line":
                         assert where in duplicate_at, where
                     else:
-                        assert reason_at.get(where) in EXPECTED_REASON[kind], (where, kind, reason_at.get(where))
+                        assert reason_at.get(where) in EXPECTED_REASON[kind], (
+                            where,
+                            kind,
+                            reason_at.get(where),
+                        )
             for line in file.get("redelivered", {}).get("lines", []):
                 assert (file["file"], line) in duplicate_at
         if manifest["day_faults"]["empty_file"]:
@@ -212,9 +242,15 @@ def test_dagster_cli_materializes_a_selection(lake, tmp_path):
     (tmp_path / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
     proc = subprocess.run(
         [
-            "dagster", "asset", "materialize", "-m", "refinery.definitions",
-            "--select", 'key:"bronze/products" or key:"silver/products"',
-            "--partition", day(1),
+            "dagster",
+            "asset",
+            "materialize",
+            "-m",
+            "refinery.definitions",
+            "--select",
+            'key:"bronze/products" or key:"silver/products"',
+            "--partition",
+            day(1),
         ],
         capture_output=True,
         text=True,

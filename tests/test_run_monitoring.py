@@ -48,10 +48,21 @@ def test_killed_run_is_failed_its_slot_freed_and_the_queue_moves_on(tmp_path, mo
     env = dict(os.environ)
 
     killed = subprocess.run(
-        [str(BIN / "dagster"), "asset", "materialize", "-m", "refinery.definitions",
-         "--select", "ml/feature_drift_report"],
-        check=False, cwd=REPO, env={**env, KILL_ENV: "drift_report.before_write"},
-        capture_output=True, text=True, timeout=300,
+        [
+            str(BIN / "dagster"),
+            "asset",
+            "materialize",
+            "-m",
+            "refinery.definitions",
+            "--select",
+            "ml/feature_drift_report",
+        ],
+        check=False,
+        cwd=REPO,
+        env={**env, KILL_ENV: "drift_report.before_write"},
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
 
@@ -59,18 +70,37 @@ def test_killed_run_is_failed_its_slot_freed_and_the_queue_moves_on(tmp_path, mo
     [dead] = instance.get_runs(RunsFilter(statuses=[DagsterRunStatus.STARTED]))
     # What a worker killed inside a pooled step leaves too: a claimed slot nobody will free.
     instance.event_log_storage.set_concurrency_slots(POOL, 1)
-    claimed = instance.event_log_storage.claim_concurrency_slot(POOL, dead.run_id, "ml__training_dataset")
+    claimed = instance.event_log_storage.claim_concurrency_slot(
+        POOL, dead.run_id, "ml__training_dataset"
+    )
     assert claimed.is_claimed
 
     log = tmp_path / "daemon.log"
     daemon = subprocess.Popen(
         [str(BIN / "dagster-daemon"), "run", "-w", "workspace.yaml"],
-        cwd=REPO, env=env, stdout=log.open("w"), stderr=subprocess.STDOUT, start_new_session=True,
+        cwd=REPO,
+        env=env,
+        stdout=log.open("w"),
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
     )
     try:
         launched = subprocess.run(
-            [str(BIN / "dagster"), "job", "launch", "-w", "workspace.yaml", "-j", "drift_report_job"],
-            check=False, cwd=REPO, env=env, capture_output=True, text=True, timeout=300,
+            [
+                str(BIN / "dagster"),
+                "job",
+                "launch",
+                "-w",
+                "workspace.yaml",
+                "-j",
+                "drift_report_job",
+            ],
+            check=False,
+            cwd=REPO,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=300,
         )
         assert launched.returncode == 0, launched.stderr[-2000:]
         [queued] = instance.get_runs(RunsFilter(job_name="drift_report_job"))
@@ -79,14 +109,18 @@ def test_killed_run_is_failed_its_slot_freed_and_the_queue_moves_on(tmp_path, mo
             run = instance.get_run_by_id(run_id)
             return run.is_finished and run
 
-        failed = wait_for("the dead run to be failed", lambda: finished(dead.run_id), 120, daemon, log)
+        failed = wait_for(
+            "the dead run to be failed", lambda: finished(dead.run_id), 120, daemon, log
+        )
         assert failed.status == DagsterRunStatus.FAILURE
         done = wait_for("the queued run", lambda: finished(queued.run_id), 240, daemon, log)
         assert done.status == DagsterRunStatus.SUCCESS, log.read_text()[-3000:]
         wait_for(
             "the dead run's pool slot to be freed",
             lambda: not instance.event_log_storage.get_concurrency_info(POOL).claimed_slots,
-            60, daemon, log,
+            60,
+            daemon,
+            log,
         )
     finally:
         stop_daemon(daemon)
@@ -114,7 +148,8 @@ def test_worker_status_of_live_dead_zombie_and_reused_pids():
         while "zombie" not in worker_status(child.pid, started)[1] and time.time() < deadline:
             time.sleep(0.05)  # killed, not reaped yet: a zombie
         assert worker_status(child.pid, started) == (
-            WorkerStatus.FAILED, f"run worker process {child.pid} exited (zombie)"
+            WorkerStatus.FAILED,
+            f"run worker process {child.pid} exited (zombie)",
         )
     finally:
         child.kill()

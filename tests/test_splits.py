@@ -361,7 +361,9 @@ def materialize_training_set(root: Path, instance=None):
         instance=instance or DagsterInstance.ephemeral(),
         resources={"lake": LakeResource(data_dir=str(root)), "dvc_registry": DvcRegistry()},
         run_config=RunConfig(
-            ops={"ml__training_dataset": TrainingDatasetConfig(window_days=21, feature_warmup_days=0)}
+            ops={
+                "ml__training_dataset": TrainingDatasetConfig(window_days=21, feature_warmup_days=0)
+            }
         ),
         raise_on_error=False,
     )
@@ -388,8 +390,12 @@ def test_asset_records_schema_split_table_and_checks(tmp_path: Path) -> None:
     assert isinstance(schema, TableSchema)
     types = {c.name: c.type for c in schema.columns}
     assert types == {
-        "user_id": "String", "as_of_date": "Date", "events_7d": "Int64",
-        "spend_30d": "Float64", "plan": "String", "label": "Int8",
+        "user_id": "String",
+        "as_of_date": "Date",
+        "events_7d": "Int64",
+        "spend_30d": "Float64",
+        "plan": "String",
+        "label": "Int8",
     }
     assert not any(c.constraints.nullable for c in schema.columns)
     table = metadata["splits"].value
@@ -399,7 +405,11 @@ def test_asset_records_schema_split_table_and_checks(tmp_path: Path) -> None:
     assert table.records[0].data["label_rate"] == round(train["label"].mean(), 4)
     assert not any(key.startswith(("train_", "validation_", "test_")) for key in metadata)
     assert {r.data["file"] for r in metadata["files"].value.records} == {
-        "train.parquet", "validation.parquet", "test.parquet", "profile.json", "metadata.json"
+        "train.parquet",
+        "validation.parquet",
+        "test.parquet",
+        "profile.json",
+        "metadata.json",
     }
     checks = check_evaluations(result)
     assert set(checks) == {"splits_disjoint", "split_gaps", "split_label_rates"}

@@ -61,7 +61,9 @@ def quality_metadata(
     path: Path,
 ) -> dict:
     """`frame` may be a scan of the written parts: only counts are computed from it."""
-    rows = frame.height if isinstance(frame, pl.DataFrame) else frame.select(pl.len()).collect().item()
+    rows = (
+        frame.height if isinstance(frame, pl.DataFrame) else frame.select(pl.len()).collect().item()
+    )
     return {
         "dagster/row_count": rows,
         "dagster/column_schema": contract.dagster_table_schema(),
@@ -231,7 +233,9 @@ def run_partitions(
             raise Failure(
                 description=f"{key.to_user_string()} {partition}: blocking check(s) "
                 f"{', '.join(failed)} failed"
-                + (f"; not processed: {later[0]}…{later[-1]} ({len(later)} dates)" if later else ""),
+                + (
+                    f"; not processed: {later[0]}…{later[-1]} ({len(later)} dates)" if later else ""
+                ),
                 metadata={"failed_partition": partition, "failed_checks": ", ".join(failed)},
             )
         kill_point(f"{key.path[0]}.after_day")

@@ -22,7 +22,9 @@ PRODUCT_FIELDS = ("product_id", "category", "brand", "list_price", "active")
 
 _META = (
     Column(
-        "_parse_error", pl.String(), True,
+        "_parse_error",
+        pl.String(),
+        True,
         "why the line cannot become a typed row (null: it can); see LINE_ERRORS / FILE_ERRORS",
     ),
     Column("_parse_detail", pl.String(), True, "human-readable detail of the parse error"),
@@ -43,9 +45,7 @@ def _text_columns(fields: tuple[str, ...], what: str) -> tuple[Column, ...]:
     return tuple(Column(f, pl.String(), True, f"{what} field `{f}` as received") for f in fields)
 
 
-_RAW = Column(
-    "_raw", pl.String(), False, "the line as received (invalid UTF-8 replaced by U+FFFD)"
-)
+_RAW = Column("_raw", pl.String(), False, "the line as received (invalid UTF-8 replaced by U+FFFD)")
 
 BRONZE_EVENTS = Contract(
     name="bronze_events",

@@ -43,7 +43,9 @@ def _is_share(name: str) -> bool:
 def _docs() -> dict[str, str]:
     blocks: dict[str, str] = {}
     for path in sorted(MARTS_DIR.glob("*.md")):
-        blocks |= {name: " ".join(text.split()) for name, text in _DOC_BLOCK.findall(path.read_text())}
+        blocks |= {
+            name: " ".join(text.split()) for name, text in _DOC_BLOCK.findall(path.read_text())
+        }
     return blocks
 
 
@@ -69,7 +71,12 @@ def declared_columns(model: str) -> tuple[Column, ...]:
         tests = column.get("data_tests") or []
         not_null = any(test == "not_null" or "not_null" in test for test in tests if test)
         columns.append(
-            Column(column["name"], DBT_TYPES[data_type], not not_null, _description(column.get("description")))
+            Column(
+                column["name"],
+                DBT_TYPES[data_type],
+                not not_null,
+                _description(column.get("description")),
+            )
         )
     return tuple(columns)
 

@@ -32,7 +32,8 @@ DEFAULT_MAX_EVENT_AGE_DAYS = 365
 
 
 def events_contract(
-    min_event_time: str = DEFAULT_MIN_EVENT_TIME, max_event_age_days: int = DEFAULT_MAX_EVENT_AGE_DAYS
+    min_event_time: str = DEFAULT_MIN_EVENT_TIME,
+    max_event_age_days: int = DEFAULT_MAX_EVENT_AGE_DAYS,
 ) -> Contract:
     """The silver events contract, with its event_time lower bounds."""
     floor = datetime.combine(date.fromisoformat(min_event_time), datetime.min.time(), UTC)
@@ -47,7 +48,12 @@ def events_contract(
             Column("event_type", pl.String(), False, "view | click | add_to_cart | purchase"),
             Column("event_time", UTC_US, False, "when it happened, UTC"),
             Column("product_id", pl.String(), True, "required except for click"),
-            Column("amount", pl.Float64(), True, "USD, required, finite and >= 0 for purchase, else null"),
+            Column(
+                "amount",
+                pl.Float64(),
+                True,
+                "USD, required, finite and >= 0 for purchase, else null",
+            ),
             Column("quantity", pl.Int32(), False, ">= 1, 1 when absent"),
             Column("device", pl.String(), True, "web | ios | android | null"),
             Column("session_id", pl.String(), True, "optional session id"),

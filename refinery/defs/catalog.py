@@ -84,8 +84,10 @@ def _module_files(module: ModuleType) -> set[Path]:
     if own:
         files.add(Path(own))
     for value in vars(module).values():
-        source = value if isinstance(value, ModuleType) else sys.modules.get(
-            getattr(value, "__module__", "") or ""
+        source = (
+            value
+            if isinstance(value, ModuleType)
+            else sys.modules.get(getattr(value, "__module__", "") or "")
         )
         name = getattr(source, "__name__", "")
         if source is not None and (name == PACKAGE or name.startswith(PACKAGE + ".")):
@@ -121,9 +123,9 @@ def with_code_versions(assets: Sequence) -> list:
         if module is not None:
             version = source_code_version(module)
             assets_def = assets_def.map_asset_specs(
-                lambda spec, v=version: spec
-                if spec.code_version
-                else spec.replace_attributes(code_version=v)
+                lambda spec, v=version: (
+                    spec if spec.code_version else spec.replace_attributes(code_version=v)
+                )
             )
         versioned.append(assets_def)
     return versioned

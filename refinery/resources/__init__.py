@@ -42,8 +42,7 @@ class QualityPolicy(ConfigurableResource):
     )
     min_event_time: str = Field(
         default_factory=lambda: os.environ.get("REFINERY_MIN_EVENT_TIME", "2000-01-01"),
-        description="silver/events quarantines an event_time before this date "
-        "(event_time_too_old)",
+        description="silver/events quarantines an event_time before this date (event_time_too_old)",
     )
     max_event_age_days: int = Field(
         default_factory=lambda: int(_env_float("REFINERY_MAX_EVENT_AGE_DAYS", 365)),

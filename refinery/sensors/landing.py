@@ -32,7 +32,9 @@ class LandingSurvey:
     settling: list[str] = field(default_factory=list)  # dates whose files are still being written
 
 
-def arrival_date_problem(name: str, first: str | None = None, last: str | None = None) -> str | None:
+def arrival_date_problem(
+    name: str, first: str | None = None, last: str | None = None
+) -> str | None:
     """Why a folder name is not an arrival date refinery can ingest (None: it is one)."""
     if not DATE_DIR.match(name):
         return "not an arrival date (expected a YYYY-MM-DD folder)"
@@ -87,7 +89,9 @@ def survey_landing(
                     survey.unusable.append(f"{_rel(f, landing)}: cannot be read ({exc.strerror})")
                     continue
                 if f.is_file() and not f.name.startswith("."):
-                    files_by_date.setdefault(day.name, []).append((top.name, _rel(f, landing), stat))
+                    files_by_date.setdefault(day.name, []).append(
+                        (top.name, _rel(f, landing), stat)
+                    )
                     found = True
             if not found:
                 survey.unusable.append(f"{where}: no files to ingest (empty, or only hidden files)")
@@ -118,7 +122,9 @@ def _rel(path: Path, landing: Path) -> str:
     return f"landing/{path.relative_to(landing)}"
 
 
-def scan_landing(landing: Path, settle_seconds: float = 0.0, now: float | None = None) -> list[Arrival]:
+def scan_landing(
+    landing: Path, settle_seconds: float = 0.0, now: float | None = None
+) -> list[Arrival]:
     """The arrival dates of `survey_landing` (tests and tools that need only those)."""
     return survey_landing(landing, settle_seconds, now).arrivals
 

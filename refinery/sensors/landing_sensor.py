@@ -25,7 +25,11 @@ GOLD_KEYS = sorted({key for assets_def in gold_assets for key in assets_def.keys
 
 ingest_job = define_asset_job(
     "ingest_job",
-    selection=[AssetKey([layer, t]) for layer in ("bronze", "silver") for t in ("events", "users", "products")]
+    selection=[
+        AssetKey([layer, t])
+        for layer in ("bronze", "silver")
+        for t in ("events", "users", "products")
+    ]
     + GOLD_KEYS
     + [ONLINE_KEY],
     partitions_def=daily_partitions,
@@ -60,9 +64,7 @@ def landing_sensor(context: SensorEvaluationContext, lake: LakeResource):
     )
     ingested = context.instance.get_materialized_partitions(AssetKey(["bronze", "events"]))
     todo, cursor = new_arrivals(survey.arrivals, seen, ingested)
-    not_ingestible = (
-        f"; not ingestible: {'; '.join(survey.unusable)}" if survey.unusable else ""
-    )
+    not_ingestible = f"; not ingestible: {'; '.join(survey.unusable)}" if survey.unusable else ""
     if survey.unusable:
         context.log.warning(f"landing entries that will not be ingested: {survey.unusable}")
     if not todo:

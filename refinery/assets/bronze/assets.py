@@ -56,18 +56,34 @@ def build_bronze_asset(table: str):
         metadata={"dagster/column_schema": contract.dagster_table_schema()},
         backfill_policy=BackfillPolicy.single_run(),
         check_specs=[
-            AssetCheckSpec("contract", asset=key, blocking=True, partitions_def=daily_partitions,
-                           description=f"Pandera {contract.name} contract on the written partition"),
-            AssetCheckSpec("unparsed_lines", asset=key, blocking=False, partitions_def=daily_partitions,
-                           description="warns when lines could not be parsed (they go to quarantine)"),
-            AssetCheckSpec("landing_files", asset=key, blocking=False, partitions_def=daily_partitions,
-                           description="warns when the landing folder holds files refinery did not "
-                           "read as exports (unsupported, misnamed, hidden, sub-folders), naming them"),
+            AssetCheckSpec(
+                "contract",
+                asset=key,
+                blocking=True,
+                partitions_def=daily_partitions,
+                description=f"Pandera {contract.name} contract on the written partition",
+            ),
+            AssetCheckSpec(
+                "unparsed_lines",
+                asset=key,
+                blocking=False,
+                partitions_def=daily_partitions,
+                description="warns when lines could not be parsed (they go to quarantine)",
+            ),
+            AssetCheckSpec(
+                "landing_files",
+                asset=key,
+                blocking=False,
+                partitions_def=daily_partitions,
+                description="warns when the landing folder holds files refinery did not "
+                "read as exports (unsupported, misnamed, hidden, sub-folders), naming them",
+            ),
         ],
     )
     def _bronze(context: AssetExecutionContext, lake: LakeResource, policy: QualityPolicy):
         yield from run_partitions(
-            context, key,
+            context,
+            key,
             lambda partition: bronze_day(context, lake, policy, table, partition),
         )
 
@@ -75,7 +91,11 @@ def build_bronze_asset(table: str):
 
 
 def bronze_day(
-    context: AssetExecutionContext, lake: LakeResource, policy: QualityPolicy, table: str, partition: str
+    context: AssetExecutionContext,
+    lake: LakeResource,
+    policy: QualityPolicy,
+    table: str,
+    partition: str,
 ) -> tuple[dict, list[AssetCheckResult]]:
     """Write and commit one bronze partition; its metadata and check results."""
     key = AssetKey(["bronze", table])
@@ -118,9 +138,7 @@ def bronze_day(
             # Measure and validate part by part: a 10M-line day never sits in memory whole.
             parts.append(_part_stats(frame, table, arrival))
             checks.append(
-                contract_check(
-                    frame, contract, check_name="contract", asset_key=key, blocking=True
-                )
+                contract_check(frame, contract, check_name="contract", asset_key=key, blocking=True)
             )
             del frame
     kill_point("bronze.before_swap")

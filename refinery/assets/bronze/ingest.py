@@ -361,8 +361,15 @@ def _fast_path_hints(lines: pl.Series) -> tuple[list[bool], list[int]]:
 
 _STRING_OK = frozenset({str, type(None)})
 assert EVENT_FIELDS == (
-    "event_id", "user_id", "event_type", "event_time", "product_id",
-    "amount", "quantity", "device", "session_id",
+    "event_id",
+    "user_id",
+    "event_type",
+    "event_time",
+    "product_id",
+    "amount",
+    "quantity",
+    "device",
+    "session_id",
 ), "the fast path below unpacks the fields in this order"
 
 
@@ -393,8 +400,13 @@ def _event_lines(data: bytes, source_file: str, first_line: int = 1) -> pl.DataF
             if type(obj) is dict and len(obj) == keys[i]:
                 get = obj.get
                 texts = (
-                    get("event_id"), get("user_id"), get("event_type"), get("event_time"),
-                    get("product_id"), get("device"), get("session_id"),
+                    get("event_id"),
+                    get("user_id"),
+                    get("event_type"),
+                    get("event_time"),
+                    get("product_id"),
+                    get("device"),
+                    get("session_id"),
                 )
                 amount, quantity = get("amount"), get("quantity")
                 amount_kind, quantity_kind = type(amount), type(quantity)
@@ -542,7 +554,11 @@ def bronze_snapshot_from_file(path: Path, source_file: str, table: str) -> pl.Da
             try:
                 record = _csv_record(text)
             except (csv.Error, StopIteration) as exc:
-                record, error, detail = [], "malformed_csv", f"line {number} is not valid CSV: {exc}"
+                record, error, detail = (
+                    [],
+                    "malformed_csv",
+                    f"line {number} is not valid CSV: {exc}",
+                )
             if error is None and len(record) != len(header):
                 error, detail = (
                     "wrong_field_count",
@@ -588,7 +604,9 @@ def _schema(table: str, with_meta: bool) -> dict:
     return {c.name: c.dtype for c in cols if c.name not in drop}
 
 
-def stamp(frame: pl.DataFrame, table: str, arrival_date: date, ingested_at: datetime) -> pl.DataFrame:
+def stamp(
+    frame: pl.DataFrame, table: str, arrival_date: date, ingested_at: datetime
+) -> pl.DataFrame:
     """Add ingestion metadata and put columns in contract order and types."""
     ingested_at = ingested_at.astimezone(UTC)
     frame = frame.with_columns(

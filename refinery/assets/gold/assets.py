@@ -322,7 +322,9 @@ def silver_reads(
 ) -> dict[AssetKey, list[str]]:
     """The silver partitions a run over knowledge dates [min_date, max_date] reads, per asset."""
     project_vars = dbt_project_vars()
-    lookback = max(int(project_vars["feature_window_days"]), int(project_vars["recency_lookback_days"]))
+    lookback = max(
+        int(project_vars["feature_window_days"]), int(project_vars["recency_lookback_days"])
+    )
     reads = {AssetKey(["silver", "events"]): event_partitions_read(min_date, max_date, lookback)}
     for table in SNAPSHOT_TABLES:
         key = AssetKey(["silver", table])
@@ -373,7 +375,9 @@ def check_silver_gate(
         )
     context.log.info(
         "gate: no blocking silver check failed in "
-        + ", ".join(f"{key.to_user_string()} ({len(parts)} partitions)" for key, parts in reads.items())
+        + ", ".join(
+            f"{key.to_user_string()} ({len(parts)} partitions)" for key, parts in reads.items()
+        )
     )
 
 

@@ -131,9 +131,7 @@ def blocked_partitions(
             continue
         wanted = {(run_id, partition) for partition, run_id in runs.items()}
         for check_name in blocking_checks.get(asset_key, ()):
-            records = check_records_of_runs(
-                instance, AssetCheckKey(asset_key, check_name), wanted
-            )
+            records = check_records_of_runs(instance, AssetCheckKey(asset_key, check_name), wanted)
             for (run_id, partition), record in records.items():
                 reason = _blocking_reason(record, current_run_id)
                 if reason is not None:

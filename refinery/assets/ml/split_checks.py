@@ -52,15 +52,22 @@ def _dates(frame: pl.DataFrame) -> pl.Series:
 
 def check_disjoint(splits: Mapping[str, pl.DataFrame]) -> CheckOutcome:
     keyed = pl.concat(
-        [frame.select(*KEY_COLUMNS).with_columns(split=pl.lit(name)) for name, frame in
-         splits.items()]
+        [
+            frame.select(*KEY_COLUMNS).with_columns(split=pl.lit(name))
+            for name, frame in splits.items()
+        ]
     )
-    rows = keyed.group_by(KEY_COLUMNS).agg(pl.col("split").unique().sort()).filter(
-        pl.col("split").list.len() > 1
+    rows = (
+        keyed.group_by(KEY_COLUMNS)
+        .agg(pl.col("split").unique().sort())
+        .filter(pl.col("split").list.len() > 1)
     )
-    dates = keyed.group_by("as_of_date").agg(pl.col("split").unique().sort()).filter(
-        pl.col("split").list.len() > 1
-    ).sort("as_of_date")
+    dates = (
+        keyed.group_by("as_of_date")
+        .agg(pl.col("split").unique().sort())
+        .filter(pl.col("split").list.len() > 1)
+        .sort("as_of_date")
+    )
     passed = rows.height == 0 and dates.height == 0
     if passed:
         text = "no row and no as-of date is in two splits"
@@ -89,7 +96,11 @@ def check_gaps(splits: Mapping[str, pl.DataFrame], gap_days: int) -> CheckOutcom
     empty = [name for name in SPLIT_NAMES if splits[name].height == 0]
     if empty:
         return CheckOutcome(
-            GAPS, False, "ERROR", f"empty split(s): {', '.join(empty)}", {"empty_splits": empty},
+            GAPS,
+            False,
+            "ERROR",
+            f"empty split(s): {', '.join(empty)}",
+            {"empty_splits": empty},
             blocking=True,
         )
     metadata: dict[str, Any] = {"required_gap_days": gap_days}
@@ -132,8 +143,11 @@ def check_label_rates(
             for name in one_class
         )
         return CheckOutcome(
-            LABEL_RATES, False, "ERROR",
-            f"one class only in {described}: a model cannot be evaluated on it", metadata,
+            LABEL_RATES,
+            False,
+            "ERROR",
+            f"one class only in {described}: a model cannot be evaluated on it",
+            metadata,
         )
     train = rates["train"]
     off = [
@@ -143,11 +157,16 @@ def check_label_rates(
     ]
     if off:
         return CheckOutcome(
-            LABEL_RATES, False, "WARN",
-            f"label rate more than {max_ratio:g}x away from train's: {'; '.join(off)}", metadata,
+            LABEL_RATES,
+            False,
+            "WARN",
+            f"label rate more than {max_ratio:g}x away from train's: {'; '.join(off)}",
+            metadata,
         )
     return CheckOutcome(
-        LABEL_RATES, True, "WARN",
+        LABEL_RATES,
+        True,
+        "WARN",
         f"both classes in every split; validation and test within {max_ratio:g}x of train's "
         f"label rate ({train:.4f})",
         metadata,

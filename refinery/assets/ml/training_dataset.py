@@ -179,9 +179,7 @@ def upstream_column_descriptions(context: AssetExecutionContext) -> dict[str, st
     return {c.name: c.description for c in columns if c.description}
 
 
-def column_schema(
-    frames: dict[str, Any], described: dict[str, str] | None = None
-) -> TableSchema:
+def column_schema(frames: dict[str, Any], described: dict[str, str] | None = None) -> TableSchema:
     """The columns of the split files, with their Polars types (the types in the files);
     nullable where a split has a null (keys and the label never do). Descriptions: gold's dbt
     documentation of the column, else its role."""
@@ -198,8 +196,13 @@ def column_schema(
                 type=str(dtype),
                 description=own or described.get(name) or f"{kind} feature",
                 constraints=TableColumnConstraints(nullable=nulls > 0),
-                tags={"role": "key" if name in KEY_COLUMNS else
-                      "label" if name == LABEL_COLUMN else "feature"},
+                tags={
+                    "role": "key"
+                    if name in KEY_COLUMNS
+                    else "label"
+                    if name == LABEL_COLUMN
+                    else "feature"
+                },
             )
         )
     return TableSchema(columns=columns)

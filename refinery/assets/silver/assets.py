@@ -6,7 +6,6 @@ dropped duplicates in duplicates.parquet beside them. Three blocking checks stop
 the accounting invariant, the contract, and the quarantine rate.
 """
 
-
 from datetime import UTC, date, timedelta
 from pathlib import Path
 
@@ -87,10 +86,14 @@ def write_silver_events(
             write_parquet_atomic(frame.filter(part_keep), part)
             del frame
     # the originals of the day's own duplicates, wherever in the day they are
-    originals = pl.concat([
-        prior.select(silver_empty.columns),
-        pl.scan_parquet(written).filter(pl.col("event_id").is_in(dropped_ids.implode())).collect(),
-    ])
+    originals = pl.concat(
+        [
+            prior.select(silver_empty.columns),
+            pl.scan_parquet(written)
+            .filter(pl.col("event_id").is_in(dropped_ids.implode()))
+            .collect(),
+        ]
+    )
     quarantine = pl.concat(quarantined)
     dropped = pl.concat(duplicates) if duplicates else silver_empty
     return SilverResult(
@@ -129,7 +132,9 @@ def snapshot_volume_check(
     else:
         passed = True
         why = f"{rows} valid rows" + (
-            f" (previous snapshot {previous[0]}: {previous[1]})" if previous else " (first snapshot)"
+            f" (previous snapshot {previous[0]}: {previous[1]})"
+            if previous
+            else " (first snapshot)"
         )
     if not passed:
         why += (
@@ -158,7 +163,9 @@ def quarantine_rate_check(result: SilverResult, max_rate: float, key: AssetKey) 
     top = list(result.quarantine_by_reason.items())[:3]
     example = None
     if result.quarantine.height:
-        worst = result.quarantine.filter(pl.col("quarantine_reason") == top[0][0]).row(0, named=True)
+        worst = result.quarantine.filter(pl.col("quarantine_reason") == top[0][0]).row(
+            0, named=True
+        )
         example = (
             f"{worst['_source_file']}:{worst['_line']}: {worst['quarantine_detail']} — "
             f"{(worst['_raw'] or '')[:200]!r}"
@@ -171,7 +178,9 @@ def quarantine_rate_check(result: SilverResult, max_rate: float, key: AssetKey) 
         + (f"; example {example}" if example else "")
     )
     if fully:
-        description = "every row of the partition was quarantined (nothing reached silver); " + description
+        description = (
+            "every row of the partition was quarantined (nothing reached silver); " + description
+        )
     if not passed:
         description += (
             ". Inspect lake/quarantine for this partition, fix or re-deliver the upstream "
@@ -258,7 +267,8 @@ def build_silver_asset(table: str):
     )
     def _silver(context: AssetExecutionContext, lake: LakeResource, policy: QualityPolicy):
         yield from run_partitions(
-            context, key,
+            context,
+            key,
             lambda partition: silver_day(lake, policy, table, partition),
         )
 
@@ -310,11 +320,19 @@ def silver_day(
     accounting = {
         "bronze_rows": pl.scan_parquet(bronze_parts).select(pl.len()).collect().item(),
         "silver_rows": written.select(pl.len()).collect().item(),
-        "quarantined_rows": pl.scan_parquet(q_target / "part-0.parquet").select(pl.len()).collect().item(),
-        "duplicates_dropped": pl.scan_parquet(q_target / "duplicates.parquet").select(pl.len()).collect().item(),
+        "quarantined_rows": pl.scan_parquet(q_target / "part-0.parquet")
+        .select(pl.len())
+        .collect()
+        .item(),
+        "duplicates_dropped": pl.scan_parquet(q_target / "duplicates.parquet")
+        .select(pl.len())
+        .collect()
+        .item(),
     }
     balanced = accounting["bronze_rows"] == (
-        accounting["silver_rows"] + accounting["quarantined_rows"] + accounting["duplicates_dropped"]
+        accounting["silver_rows"]
+        + accounting["quarantined_rows"]
+        + accounting["duplicates_dropped"]
     )
     newest = (
         written.select(pl.col("event_time").max()).collect().item()
@@ -336,27 +354,33 @@ def silver_day(
         "duplicates_by_reason": counts_table(_duplicate_reasons(result.duplicates), "reason"),
         "quarantine_path": MetadataValue.path(str(q_target)),
     }
-    checks = [AssetCheckResult(
-        asset_key=key,
-        check_name="row_accounting",
-        passed=balanced,
-        severity=AssetCheckSeverity.ERROR,
-        description=(
-            "{bronze_rows} bronze = {silver_rows} silver + {quarantined_rows} quarantined + "
-            "{duplicates_dropped} duplicates".format(**accounting)
+    checks = [
+        AssetCheckResult(
+            asset_key=key,
+            check_name="row_accounting",
+            passed=balanced,
+            severity=AssetCheckSeverity.ERROR,
+            description=(
+                "{bronze_rows} bronze = {silver_rows} silver + {quarantined_rows} quarantined + "
+                "{duplicates_dropped} duplicates".format(**accounting)
+            )
+            + ("" if balanced else " — rows were lost or invented; this is a bug, report it"),
+            metadata={"accounting": counts_table(accounting, "count")},
         )
-        + ("" if balanced else " — rows were lost or invented; this is a bug, report it"),
-        metadata={"accounting": counts_table(accounting, "count")},
-    )]
-    checks.append(contract_check(parts, contract, check_name="contract", asset_key=key, blocking=True))
+    ]
+    checks.append(
+        contract_check(parts, contract, check_name="contract", asset_key=key, blocking=True)
+    )
     checks.append(quarantine_rate_check(result, policy.max_quarantine_rate, key))
     if table == "events":
         checks.append(conflict_check(result, key))
     else:
         previous = previous_snapshot_rows(paths, table, arrival)
-        checks.append(snapshot_volume_check(
-            table, accounting["silver_rows"], previous, policy.max_snapshot_shrink, key
-        ))
+        checks.append(
+            snapshot_volume_check(
+                table, accounting["silver_rows"], previous, policy.max_snapshot_shrink, key
+            )
+        )
     return metadata, checks
 
 
@@ -373,9 +397,9 @@ def conflict_check(result: SilverResult, key: AssetKey) -> AssetCheckResult:
     n = conflicts(result.duplicates)
     example = "none"
     if n:
-        row = result.duplicates.filter(
-            pl.col("duplicate_reason") == "conflicting_duplicate"
-        ).row(0, named=True)
+        row = result.duplicates.filter(pl.col("duplicate_reason") == "conflicting_duplicate").row(
+            0, named=True
+        )
         example = (
             f"{row['event_id']} at {row['_source_file']}:{row['_line']} differs from the kept "
             f"{row['original_source_file']}:{row['original_line']} ({row['original_arrival_date']})"

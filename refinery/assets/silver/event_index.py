@@ -70,8 +70,10 @@ def fingerprints(ids: pl.Series) -> np.ndarray:
     arr = arr.cast(pa.large_binary())
     n = len(arr)
     _, off_buf, data_buf = arr.buffers()
-    offsets = np.frombuffer(off_buf, dtype=np.int64)[arr.offset: arr.offset + n + 1]
-    data = np.frombuffer(data_buf, dtype=np.uint8) if data_buf is not None else np.zeros(0, np.uint8)
+    offsets = np.frombuffer(off_buf, dtype=np.int64)[arr.offset : arr.offset + n + 1]
+    data = (
+        np.frombuffer(data_buf, dtype=np.uint8) if data_buf is not None else np.zeros(0, np.uint8)
+    )
     lengths = np.diff(offsets)
     order = np.argsort(-lengths, kind="stable")
     starts, lens = offsets[:-1][order], lengths[order]
@@ -93,6 +95,7 @@ def fingerprints(ids: pl.Series) -> np.ndarray:
 
 
 # -- the reference -------------------------------------------------------------------------------
+
 
 def _schema() -> dict:
     return {c.name: c.dtype for c in EVENTS.columns}
@@ -131,6 +134,7 @@ def scan_prior_rows(paths: LakePaths, arrival: date, ids: pl.Series) -> pl.DataF
 
 # -- index files ---------------------------------------------------------------------------------
 
+
 def index_dir(paths: LakePaths) -> Path:
     return paths.lake / ".index" / "silver-events"
 
@@ -160,8 +164,12 @@ def load_manifest(paths: LakePaths, hash_name: str = HASH_NAME) -> dict:
     """The manifest, or an empty one if it is missing, unreadable or of another version/hash."""
     try:
         m = json.loads((index_dir(paths) / "manifest.json").read_text())
-        if (m.get("version") == INDEX_VERSION and m.get("hash") == hash_name
-                and isinstance(m.get("runs"), dict) and isinstance(m.get("partitions"), dict)):
+        if (
+            m.get("version") == INDEX_VERSION
+            and m.get("hash") == hash_name
+            and isinstance(m.get("runs"), dict)
+            and isinstance(m.get("partitions"), dict)
+        ):
             return m
     except (OSError, ValueError, KeyError, TypeError, AttributeError):
         pass
@@ -175,7 +183,12 @@ def _open_run(root: Path, name: str, entries: int):
         loc = np.load(root / f"{name}.loc.npy", mmap_mode="r")
     except (OSError, ValueError):
         return None
-    if fp.dtype != np.uint64 or loc.dtype != np.uint64 or fp.shape != (entries,) or loc.shape != (entries,):
+    if (
+        fp.dtype != np.uint64
+        or loc.dtype != np.uint64
+        or fp.shape != (entries,)
+        or loc.shape != (entries,)
+    ):
         return None
     return fp, loc
 
@@ -199,7 +212,7 @@ def _save_taken(path: Path, array: np.ndarray, order: np.ndarray) -> None:
     try:
         out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint64, shape=(len(order),))
         for i in range(0, len(order), 1 << 24):
-            np.take(array, order[i:i + (1 << 24)], out=out[i:i + (1 << 24)])
+            np.take(array, order[i : i + (1 << 24)], out=out[i : i + (1 << 24)])
         out.flush()
         del out
         os.replace(tmp, path)
@@ -234,7 +247,8 @@ def _pack(day: str, part: int, rows: int) -> np.ndarray:
 def _packable(parts: list[Path]) -> bool:
     """Part numbers and row counts fit the packed location (else the day stays scanned)."""
     return all(int(p.stem.removeprefix("part-")) <= _PART_MASK for p in parts) and all(
-        pq_rows(p) <= _ROW_MASK for p in parts)
+        pq_rows(p) <= _ROW_MASK for p in parts
+    )
 
 
 def pq_rows(path: Path) -> int:
@@ -247,6 +261,7 @@ def _days_of(loc: np.ndarray) -> np.ndarray:
 
 # -- update --------------------------------------------------------------------------------------
 
+
 def refresh(paths: LakePaths, hash_fn: HashFn = fingerprints, hash_name: str = HASH_NAME) -> dict:
     """Bring the index up to silver: index every partition that is new or rewritten (or whose
     run is gone), forget removed ones, merge runs tier by tier. Returns what it did."""
@@ -258,7 +273,8 @@ def refresh(paths: LakePaths, hash_fn: HashFn = fingerprints, hash_name: str = H
         runs = {n: r for n, r in m["runs"].items() if _open_run(root, n, r["entries"]) is not None}
         current = _current(paths, paths.existing_partitions("silver", "events"))
         kept = {
-            d: e for d, e in m["partitions"].items()
+            d: e
+            for d, e in m["partitions"].items()
             if d in current and e["sig"] == current[d][1] and e["run"] in runs
         }
         new_days = [d for d in current if d not in kept and _packable(current[d][0])]
@@ -268,11 +284,17 @@ def refresh(paths: LakePaths, hash_fn: HashFn = fingerprints, hash_name: str = H
             for day in new_days:
                 for part in current[day][0]:
                     ids = pl.read_parquet(part, columns=["event_id"]).get_column("event_id")
-                    locs.append(_pack(day, int(part.stem.removeprefix("part-")), ids.len())[
-                        ids.is_not_null().to_numpy()])
+                    locs.append(
+                        _pack(day, int(part.stem.removeprefix("part-")), ids.len())[
+                            ids.is_not_null().to_numpy()
+                        ]
+                    )
                     fps.append(hash_fn(ids.drop_nulls()))
-            name = _write_run(root, np.concatenate(fps) if fps else np.zeros(0, np.uint64),
-                              np.concatenate(locs) if locs else np.zeros(0, np.uint64))
+            name = _write_run(
+                root,
+                np.concatenate(fps) if fps else np.zeros(0, np.uint64),
+                np.concatenate(locs) if locs else np.zeros(0, np.uint64),
+            )
             runs[name] = {"tier": 0, "entries": int(sum(len(f) for f in fps))}
             for day in new_days:
                 kept[day] = {"sig": current[day][1], "run": name}
@@ -297,20 +319,24 @@ def refresh(paths: LakePaths, hash_fn: HashFn = fingerprints, hash_name: str = H
                 stats["merged"] += len(same)
                 kill_point("index.after_merge")
             tier += 1
-        _save_manifest(root, {"version": INDEX_VERSION, "hash": hash_name, "runs": runs,
-                              "partitions": kept})
+        _save_manifest(
+            root, {"version": INDEX_VERSION, "hash": hash_name, "runs": runs, "partitions": kept}
+        )
         kill_point("index.after_manifest")
         for f in root.iterdir():  # orphans: runs of a killed or superseded update
-            if ((f.name.startswith("run-") and f.name.split(".")[0] not in runs)
-                    or (f.name.startswith((".run-", ".manifest.")) and f.name.endswith(".tmp"))):
+            if (f.name.startswith("run-") and f.name.split(".")[0] not in runs) or (
+                f.name.startswith((".run-", ".manifest.")) and f.name.endswith(".tmp")
+            ):
                 f.unlink(missing_ok=True)
         return stats
 
 
 def _merge(root: Path, names: list[str], runs: dict, kept: dict) -> tuple[str, int]:
     """One run from several, without entries of partitions that now live in another run."""
-    ordinals = np.array(sorted(date.fromisoformat(d).toordinal() for d, e in kept.items()
-                               if e["run"] in names), dtype=np.int64)
+    ordinals = np.array(
+        sorted(date.fromisoformat(d).toordinal() for d, e in kept.items() if e["run"] in names),
+        dtype=np.int64,
+    )
     fps, locs = [], []
     for n in names:
         fp, loc = _open_run(root, n, runs[n]["entries"])
@@ -325,9 +351,15 @@ def _merge(root: Path, names: list[str], runs: dict, kept: dict) -> tuple[str, i
 
 # -- lookup --------------------------------------------------------------------------------------
 
-def prior_rows(paths: LakePaths, arrival: date, ids: pl.Series,
-               hash_fn: HashFn = fingerprints, hash_name: str = HASH_NAME,
-               update: bool = True) -> pl.DataFrame:
+
+def prior_rows(
+    paths: LakePaths,
+    arrival: date,
+    ids: pl.Series,
+    hash_fn: HashFn = fingerprints,
+    hash_name: str = HASH_NAME,
+    update: bool = True,
+) -> pl.DataFrame:
     """Silver rows of partitions before `arrival` whose event_id is among `ids`, earliest first.
 
     Equal to `scan_prior_rows` always: the index only narrows which parts are read. With
@@ -347,7 +379,9 @@ def prior_rows(paths: LakePaths, arrival: date, ids: pl.Series,
     root = index_dir(paths)
     m = load_manifest(paths, hash_name)
     current = _current(paths, days)
-    fresh = {d for d in current if d in m["partitions"] and m["partitions"][d]["sig"] == current[d][1]}
+    fresh = {
+        d for d in current if d in m["partitions"] and m["partitions"][d]["sig"] == current[d][1]
+    }
     q = np.sort(hash_fn(wanted))
     touched: set[tuple[int, int]] = set()
     for name in {m["partitions"][d]["run"] for d in fresh}:
@@ -366,8 +400,9 @@ def prior_rows(paths: LakePaths, arrival: date, ids: pl.Series,
         counts = hi - lo
         idx = np.repeat(lo - np.cumsum(counts) + counts, counts) + np.arange(counts.sum())
         found = np.asarray(loc[np.sort(idx)])
-        for day_ord, part in set(zip(_days_of(found).tolist(),
-                                     ((found >> _PART_SHIFT) & np.uint64(_PART_MASK)).tolist())):
+        for day_ord, part in set(
+            zip(_days_of(found).tolist(), ((found >> _PART_SHIFT) & np.uint64(_PART_MASK)).tolist())
+        ):
             touched.add((day_ord, part))
     parts = []
     for day in days:
@@ -377,6 +412,9 @@ def prior_rows(paths: LakePaths, arrival: date, ids: pl.Series,
             parts += current[day][0]
         else:
             ordinal = date.fromisoformat(day).toordinal()
-            parts += [p for p in current[day][0]
-                      if (ordinal, int(p.stem.removeprefix("part-"))) in touched]
+            parts += [
+                p
+                for p in current[day][0]
+                if (ordinal, int(p.stem.removeprefix("part-"))) in touched
+            ]
     return _read_matching(parts, wanted)

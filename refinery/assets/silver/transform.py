@@ -25,7 +25,14 @@ QUARANTINE_COLUMNS = {
 }
 # What makes two rows with one key the same record (event_id / user_id / product_id excluded).
 EVENT_CONTENT = (
-    "user_id", "event_type", "event_time", "product_id", "amount", "quantity", "device", "session_id",
+    "user_id",
+    "event_type",
+    "event_time",
+    "product_id",
+    "amount",
+    "quantity",
+    "device",
+    "session_id",
 )
 DUPLICATE_COLUMNS = {
     "duplicate_reason": pl.String,
@@ -55,7 +62,9 @@ class SilverResult:
     @property
     def balanced(self) -> bool:
         a = self.accounting
-        return a["bronze_rows"] == a["silver_rows"] + a["quarantined_rows"] + a["duplicates_dropped"]
+        return (
+            a["bronze_rows"] == a["silver_rows"] + a["quarantined_rows"] + a["duplicates_dropped"]
+        )
 
 
 def _text(name: str) -> pl.Expr:
@@ -66,11 +75,8 @@ def _text(name: str) -> pl.Expr:
 
 def parse_event_time(text: pl.Expr) -> pl.Expr:
     """ISO-8601 with an offset or Z → UTC instant; null when unparseable or without an offset."""
-    return (
-        text.str.replace(r"[zZ]$", "+00:00")
-        .str.to_datetime(
-            format="%Y-%m-%dT%H:%M:%S%.f%:z", strict=False, time_zone="UTC", time_unit="us"
-        )
+    return text.str.replace(r"[zZ]$", "+00:00").str.to_datetime(
+        format="%Y-%m-%dT%H:%M:%S%.f%:z", strict=False, time_zone="UTC", time_unit="us"
     )
 
 
@@ -118,15 +124,21 @@ def _typed_snapshot(table: str) -> dict[str, Typed]:
                 _text("signup_date").str.to_date("%Y-%m-%d", strict=False), True, "invalid_date"
             ),
             "country": Typed(_text("country").str.to_uppercase(), True, "invalid_type"),
-            "birth_year": Typed(_text("birth_year").cast(pl.Int32, strict=False), True, "invalid_type"),
-            "marketing_opt_in": Typed(_parse_bool(_text("marketing_opt_in")), True, "invalid_boolean"),
+            "birth_year": Typed(
+                _text("birth_year").cast(pl.Int32, strict=False), True, "invalid_type"
+            ),
+            "marketing_opt_in": Typed(
+                _parse_bool(_text("marketing_opt_in")), True, "invalid_boolean"
+            ),
             "plan": Typed(_text("plan").str.to_lowercase(), True, "invalid_type"),
         }
     return {
         "product_id": Typed(_text("product_id"), True, "invalid_type"),
         "category": Typed(_text("category").str.to_lowercase(), True, "invalid_type"),
         "brand": Typed(_text("brand"), False, "invalid_type"),
-        "list_price": Typed(_text("list_price").cast(pl.Float64, strict=False), True, "invalid_type"),
+        "list_price": Typed(
+            _text("list_price").cast(pl.Float64, strict=False), True, "invalid_type"
+        ),
         "active": Typed(_parse_bool(_text("active")), True, "invalid_boolean"),
     }
 
@@ -158,9 +170,11 @@ def _type_and_reason(
     detail = pl.coalesce(
         pl.col("_parse_detail"), *[pl.when(cond).then(text) for cond, _, text in checks]
     )
-    frame = bronze.with_columns(
-        quarantine_reason=reason, quarantine_detail=detail
-    ).with_columns(**{name: spec.expr for name, spec in typed.items()}).with_columns(**extra)
+    frame = (
+        bronze.with_columns(quarantine_reason=reason, quarantine_detail=detail)
+        .with_columns(**{name: spec.expr for name, spec in typed.items()})
+        .with_columns(**extra)
+    )
     violation = contract.first_violation()
     return frame.with_columns(
         quarantine_reason=pl.coalesce("quarantine_reason", violation),
@@ -249,9 +263,9 @@ def duplicate_fates(
     return (
         duplicates.join(first, on=key, how="left", maintain_order="left")
         .with_columns(
-            duplicate_reason=pl.when(same).then(pl.lit(same_reason)).otherwise(
-                pl.lit("conflicting_duplicate")
-            )
+            duplicate_reason=pl.when(same)
+            .then(pl.lit(same_reason))
+            .otherwise(pl.lit("conflicting_duplicate"))
         )
         .select(*duplicates.columns, *DUPLICATE_COLUMNS)
         .cast(DUPLICATE_COLUMNS)
@@ -310,13 +324,21 @@ def clean_snapshot(bronze: pl.DataFrame | pl.LazyFrame, table: str) -> SilverRes
     silver, quarantine = _split(frame, contract)
     keep = keep_first_arrivals(silver.select(contract.unique))
     kept = silver.filter(keep)
-    content = tuple(c for c in contract.column_names if c not in (*contract.unique, "_source_file", "_line", "_ingested_at"))
+    content = tuple(
+        c
+        for c in contract.column_names
+        if c not in (*contract.unique, "_source_file", "_line", "_ingested_at")
+    )
     duplicates = duplicate_fates(silver.filter(~keep), kept, content)
     return SilverResult(kept, quarantine, duplicates, frame.height, by_reason(quarantine))
 
 
 def by_reason(quarantine: pl.DataFrame) -> dict[str, int]:
-    counts = quarantine.group_by("quarantine_reason").len().sort(["len", "quarantine_reason"], descending=[True, False])
+    counts = (
+        quarantine.group_by("quarantine_reason")
+        .len()
+        .sort(["len", "quarantine_reason"], descending=[True, False])
+    )
     return dict(zip(counts["quarantine_reason"].to_list(), counts["len"].to_list()))
 
 
