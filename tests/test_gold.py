@@ -509,3 +509,24 @@ def test_same_silver_gives_the_same_gold_bytes_and_no_new_training_set_version(
     assert versions[1]["new_version"].value is False
     assert versions[1]["version_tag"].value == versions[0]["version_tag"].value
     assert versions[1]["content_md5"].value == versions[0]["content_md5"].value
+
+
+def test_a_gold_backfill_gives_each_partition_its_own_row_count(story):
+    """Each knowledge date of a range run shows the rows of its own as-of date, not the run's."""
+    gold = LakePaths(story.root).lake / "gold"
+    events = story.run2.get_asset_materialization_events()
+    for model, delay in (("user_daily_features", 0), ("training_examples", label_delay_days())):
+        latest = {
+            event.materialization.partition: event.materialization.metadata
+            for event in events
+            if event.materialization.asset_key == AssetKey(["gold", model])
+        }
+        assert len(latest) == (LAST_KNOWLEDGE_DAY - D).days + 1
+        for partition, metadata in latest.items():
+            as_of = date.fromisoformat(partition) - timedelta(days=delay)
+            path = mart_file(gold, model, as_of)
+            expected = pl.read_parquet(path).height if path.exists() else 0
+            assert metadata["dagster/row_count"].value == expected, (model, partition)
+            assert metadata["as_of_date"].value == as_of.isoformat()
+        totals = {m["rows_in_run"].value for m in latest.values()}
+        assert totals == {sum(m["dagster/row_count"].value for m in latest.values())}

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import polars as pl
+import pyarrow.parquet as pq
 import yaml
 from dagster import (
     AssetCheckResult,
@@ -308,6 +309,17 @@ def gold_dbt_models(
         model: export_mart_metadata(paths, model, export_from, max_date)
         for model in sorted(selected_marts)
     }
+    partitions = sorted(context.partition_keys)
+    if len(partitions) > 1:
+        # a backfill: each partition's materialization carries its own as-of date's rows, not
+        # the whole run's (the run's total stays, as rows_in_run)
+        for model in selected_marts:
+            metadata = mart_metadata[model]
+            metadata["rows_in_run"] = metadata.pop("dagster/row_count")
+            for partition, figures in partition_rows(paths, model, partitions).items():
+                context.add_asset_metadata(
+                    figures, asset_key=AssetKey(["gold", model]), partition_key=partition
+                )
     # outputs before the checks that check them
     held_back.sort(key=lambda event: not isinstance(event, Output))
     for event in held_back:
@@ -379,6 +391,24 @@ def check_silver_gate(
             f"{key.to_user_string()} ({len(parts)} partitions)" for key, parts in reads.items()
         )
     )
+
+
+def partition_rows(lake: LakePaths, model: str, partitions: Sequence[str]) -> dict[str, dict]:
+    """Per gold partition (knowledge date) of a run: the as-of date it wrote in `model`, that
+    file's rows (from its Parquet footer) and path; 0 rows when the day had none."""
+    gold_dir = lake.lake / "gold"
+    delay = timedelta(days=label_delay_days() if model in LABELLED_MARTS else 0)
+    figures = {}
+    for partition in partitions:
+        as_of = date.fromisoformat(partition) - delay
+        path = mart_file(gold_dir, model, as_of)
+        rows = pq.read_metadata(path).num_rows if path.exists() else 0
+        figures[partition] = {
+            "dagster/row_count": rows,
+            "as_of_date": as_of.isoformat(),
+            "gold_file": MetadataValue.path(str(path)) if path.exists() else "none: no rows",
+        }
+    return figures
 
 
 def export_mart_metadata(
