@@ -530,3 +530,19 @@ def test_a_gold_backfill_gives_each_partition_its_own_row_count(story):
             assert metadata["as_of_date"].value == as_of.isoformat()
         totals = {m["rows_in_run"].value for m in latest.values()}
         assert totals == {sum(m["dagster/row_count"].value for m in latest.values())}
+
+
+def test_every_dbt_test_is_described_in_words():
+    specs = {spec.name: spec for spec in gold_dbt_models.check_specs}
+    assert specs and all(spec.description for spec in specs.values())
+    unique = specs["unique_combination_of_columns_user_daily_features_user_id__as_of_date"]
+    assert unique.description == (
+        "dbt test: one row per (user_id, as_of_date) (rows of the run's dates); "
+        "blocks the marts when it fails."
+    )
+    assert (
+        "only one of web, ios, android"
+        in specs[
+            "accepted_values_user_daily_features_main_device_30d__web__ios__android"
+        ].description
+    )

@@ -191,6 +191,46 @@ class GoldTranslator(DagsterDbtTranslator):
     def get_group_name(self, dbt_resource_props: Mapping[str, Any]) -> str | None:
         return "gold"
 
+    def get_asset_check_spec(self, asset_spec, manifest, unique_id, project):
+        """dbt's tests as checks, each described in words (a test's `meta.description` wins):
+        what it asserts, on which columns, and on which rows (its `where`)."""
+        spec = super().get_asset_check_spec(asset_spec, manifest, unique_id, project)
+        if spec is None or spec.description:
+            return spec
+        test = manifest["nodes"].get(unique_id, {})
+        return spec._replace(description=describe_dbt_test(test))
+
+
+_TEST_WORDS = {
+    "not_null": "no null {columns}",
+    "unique": "{columns} unique",
+    "unique_combination_of_columns": "one row per ({columns})",
+    "accepted_values": "{columns} only one of {values}",
+    "accepted_range": "{columns} within [{min_value}, {max_value}]",
+    "relationships": "every {columns} exists in {to}",
+}
+
+
+def describe_dbt_test(test: Mapping[str, Any]) -> str:
+    """A sentence for a dbt generic test from its manifest node."""
+    metadata = test.get("test_metadata") or {}
+    kwargs = metadata.get("kwargs") or {}
+    columns = kwargs.get("combination_of_columns") or [test.get("column_name") or ""]
+    words = {
+        "columns": ", ".join(c for c in columns if c) or "the rows",
+        "values": ", ".join(str(v) for v in kwargs.get("values") or []),
+        "min_value": kwargs.get("min_value", "-inf"),
+        "max_value": kwargs.get("max_value", "inf"),
+        "to": str(kwargs.get("to", "")).replace("ref(", "").strip("()'\" "),
+    }
+    name = metadata.get("name") or test.get("name", "test")
+    sentence = _TEST_WORDS.get(name, name.replace("_", " ") + " on {columns}").format(**words)
+    where = (test.get("config") or {}).get("where")
+    rows = " (rows of the run's dates)" if where else ""
+    severity = (test.get("config") or {}).get("severity", "error").lower()
+    blocks = "; blocks the marts when it fails" if severity == "error" else ""
+    return f"dbt test: {sentence}{rows}{blocks}."
+
 
 gold_translator = GoldTranslator(
     settings=DagsterDbtTranslatorSettings(enable_asset_checks=True, enable_code_references=True)
