@@ -36,6 +36,7 @@ from refinery.resources.registry import (
     DvcRegistry,
     RegistryError,
     git,
+    latest_tag,
     parse_version,
     read_card,
     tag_for_version,
@@ -131,9 +132,7 @@ def list_versions(registry: RegistryLike = None) -> list[VersionInfo]:
 
 def latest_version(registry: RegistryLike = None) -> str | None:
     """The tag of the newest version (e.g. `training_set@v3.0.0`), None if nothing is published."""
-    path = registry_path(registry)
-    tags = version_tags(path)
-    return tags[max(tags)] if tags else None
+    return latest_tag(registry_path(registry))
 
 
 def read_metadata(version: str | int | None = None, registry: RegistryLike = None) -> dict:

@@ -153,3 +153,12 @@ DUPLICATE_REASONS = (
     "conflicting_duplicate",  # the same event_id with different content: counted and flagged
     "duplicate_snapshot_row",  # snapshots: a key twice in one snapshot, same content: first kept
 )
+
+
+def parse_event_time(text: pl.Expr) -> pl.Expr:
+    """The contract's reading of `event_time` text: ISO-8601 with an offset or Z → UTC instant;
+    null when unparseable or without an offset. Bronze's stats and silver's typing share it, so
+    it lives with the contract, below both layers."""
+    return text.str.replace(r"[zZ]$", "+00:00").str.to_datetime(
+        format="%Y-%m-%dT%H:%M:%S%.f%:z", strict=False, time_zone="UTC", time_unit="us"
+    )

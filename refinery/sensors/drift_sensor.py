@@ -62,9 +62,9 @@ def required_labelled_days() -> int:
 
 
 def _latest_version(lake: LakePaths) -> str | None:
-    from refinery.datasets import latest_version
+    from refinery.resources.registry import latest_tag
 
-    return latest_version(registry=lake.registry)
+    return latest_tag(lake.registry)
 
 
 def _metadata_value(metadata: dict, key: str):

@@ -28,6 +28,7 @@ from refinery.assets.bronze.ingest import (
 )
 from refinery.assets.metadata import contract_check, counts_table, names_table, run_partitions
 from refinery.contracts.bronze import BRONZE_CONTRACTS
+from refinery.contracts.silver import parse_event_time
 from refinery.faults import kill_point
 from refinery.partitions import daily_partitions
 from refinery.quality import consistency, freshness
@@ -213,8 +214,6 @@ def landing_files_check(
 
 def _part_stats(frame: pl.DataFrame, table: str, arrival: date) -> dict:
     """Row count, nulls of required columns, parse errors and newest plausible event time."""
-    from refinery.assets.silver.transform import parse_event_time
-
     required = BRONZE_CONTRACTS[table].required
     errors = frame.get_column("_parse_error").drop_nulls().value_counts()
     newest = None

@@ -219,14 +219,12 @@ def read_window(lake: LakePaths, model: str, dates: list[str], columns: list[str
 
 def load_reference(registry: Path) -> tuple[str | None, dict[str, Any] | None, str]:
     """(version, profile, why-not) of the latest published training set."""
-    try:
-        from refinery.datasets import latest_version, read_profile
-    except ImportError as error:
-        return None, None, f"the dataset registry API is not available ({error})"
-    version = latest_version(registry=registry)
+    from refinery.resources.registry import latest_tag, read_card
+
+    version = latest_tag(Path(registry))
     if version is None:
         return None, None, f"no training set has been published to the registry {registry} yet"
-    profile = read_profile(version, registry=registry)
+    profile = read_card(Path(registry), version, "profile.json")
     if profile is None:
         return version, None, f"training set version {version} has no reference profile"
     return version, profile, ""

@@ -35,12 +35,9 @@ DEFAULT_PARITY_SAMPLE = 200
 
 def training_set_version(lake: LakeResource) -> str | None:
     """The latest published training-set version, None before the first one."""
-    from refinery.datasets import latest_version
+    from refinery.resources.registry import latest_tag
 
-    registry = lake.paths.registry
-    if not (registry / ".git").exists():
-        return None
-    return latest_version(registry=registry)
+    return latest_tag(lake.paths.registry)
 
 
 @asset(

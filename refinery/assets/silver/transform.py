@@ -12,7 +12,7 @@ import polars as pl
 
 from refinery.contracts.bronze import EVENT_FIELDS
 from refinery.contracts.rules import UTC_US, Contract
-from refinery.contracts.silver import CONTRACTS, EVENTS
+from refinery.contracts.silver import CONTRACTS, EVENTS, parse_event_time
 
 QUARANTINE_COLUMNS = {
     "quarantine_reason": pl.String,
@@ -71,13 +71,6 @@ def _text(name: str) -> pl.Expr:
     """A bronze text field, trimmed, with empty strings as missing."""
     value = pl.col(name).str.strip_chars()
     return pl.when(value == "").then(None).otherwise(value)
-
-
-def parse_event_time(text: pl.Expr) -> pl.Expr:
-    """ISO-8601 with an offset or Z → UTC instant; null when unparseable or without an offset."""
-    return text.str.replace(r"[zZ]$", "+00:00").str.to_datetime(
-        format="%Y-%m-%dT%H:%M:%S%.f%:z", strict=False, time_zone="UTC", time_unit="us"
-    )
 
 
 def _parse_bool(text: pl.Expr) -> pl.Expr:

@@ -54,6 +54,13 @@ def version_tags(repo: Path) -> dict[int, str]:
     return dict(sorted(found.items()))
 
 
+def latest_tag(repo: Path) -> str | None:
+    """The tag of the newest version (e.g. `training_set@v3.0.0`), None if nothing is published
+    or `repo` is no registry yet."""
+    tags = version_tags(repo)
+    return tags[max(tags)] if tags else None
+
+
 def read_card(repo: Path, rev: str, name: str = "metadata.json") -> dict[str, Any] | None:
     """A git-tracked card file (metadata.json / profile.json) as of `rev`; None if absent."""
     shown = run_command(
