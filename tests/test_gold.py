@@ -279,9 +279,14 @@ def test_dagster_runs_dbt_and_reports_tests_as_asset_checks(story):
         if event.asset_key == AssetKey(["gold", "user_daily_features"])
     )
     assert features.metadata["as_of_dates"].value == f"{FIRST_DAY}..{D}"
-    assert features.metadata["dagster/row_count"].value == sum(
+    # a range run: each partition's own rows, the run's total beside them
+    assert features.metadata["rows_in_run"].value == sum(
         read_mart(story.root, "user_daily_features", FIRST_DAY + offset * DAY).height
         for offset in range(5)
+    )
+    own = date.fromisoformat(features.partition)
+    assert features.metadata["dagster/row_count"].value == (
+        read_mart(story.root, "user_daily_features", own).height
     )
     assert len(features.metadata["gold_files"].value) == 5
     labels = next(

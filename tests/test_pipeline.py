@@ -203,11 +203,16 @@ def test_gold_backfill_exports_features_labels_and_examples(lake):
         and e.asset_key.to_user_string() in ("gold/user_daily_features", "gold/training_examples")
     ]
     assert len(marts) == 2 * (DAYS - 1)  # one per partition of the range
+    gold = root / "lake" / "gold"
     for materialization in marts:
         meta = {k: v.value for k, v in materialization.metadata.items()}
         assert meta["quality/completeness"] == 1.0 and meta["quality/consistency"] == 1.0
         assert 0.0 <= meta["quality/freshness"] < 1.0
-        assert meta["dagster/row_count"] > 0
+        assert meta["rows_in_run"] > 0
+        # each partition: the rows of its own as-of date (none yet for early training examples)
+        model = materialization.asset_key.path[-1]
+        own = gold / model / f"as_of_date={meta['as_of_date']}" / "data.parquet"
+        assert meta["dagster/row_count"] == (pl.read_parquet(own).height if own.exists() else 0)
     examples = pl.read_parquet(root / "lake/gold/training_examples/as_of_date=*/data.parquet")
     # labels need 7 days of horizon + 3 of lateness: as-of dates up to (last ingested - 10)
     assert examples["as_of_date"].max() == date.fromisoformat(day(DAYS - 2)) - timedelta(days=10)
