@@ -50,8 +50,8 @@ from read_parquet('{{silver}}/products/date=*/part-*.parquet', hive_partitioning
 """
 BEGIN_PASS, END_PASS = "-- {{begin pass}}", "-- {{end pass}}"
 LABEL_DELAY_DAYS = 10  # label horizon 7 + allowed lateness 3 (dbt_project.yml)
-# As-of dates per pass: 7 fit the 6 GB cap at 1M events/day (the size refinery's gold builds were
-# calibrated on, refinery/assets/gold/assets.py::PAIRS_PER_GB); all 40 at once did not.
+# As-of dates per pass of the naive SQL: 7 fit the 6 GB cap at 1M events/day (the size the old
+# events x dates gold was calibrated on); all 40 at once did not.
 DATES_PER_PASS = 7
 
 

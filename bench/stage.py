@@ -6,8 +6,8 @@ STAGE is one of: imports, bronze, silver, gold, training, drift, ingest (all thr
 process sets the data root and DAGSTER_HOME before importing the code location (resources read
 them at import), reports how long that import took (`import_seconds`), then runs the stage the
 way the platform runs it: bronze and silver as one ingest_job run per arrival date (asset
-selection of that layer), gold as one run over the range (a backfill; the asset splits it into
-as few dbt builds as its memory cap allows), the training set through training_set_job and the
+selection of that layer), gold as one run over the range (a backfill: one dbt build), the
+training set through training_set_job and the
 drift report as an asset materialization. `seconds` is the wall time of the stage's runs only;
 the parent reads the peak RSS of this process from the OS.
 """
