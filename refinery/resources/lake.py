@@ -105,6 +105,17 @@ class LakePaths:
         )
 
 
+def part_signature(parts: list[Path]) -> list[list]:
+    """What a partition's Parquet parts look like on disk: [name, size, mtime_ns, inode] each.
+    A rewrite (staging + exchange, a repair) changes it. Derived state built from a partition
+    (silver's event-id index, gold's per-arrival aggregates) records it to know when it is stale."""
+    signature = []
+    for part in parts:
+        stat = part.stat()
+        signature.append([part.name, stat.st_size, stat.st_mtime_ns, stat.st_ino])
+    return signature
+
+
 def write_parquet_atomic(frame: pl.DataFrame, path: Path) -> None:
     """Write to a temp file beside `path`, then rename: readers never see half a file.
 

@@ -10,7 +10,7 @@
 -- depends_on: {{ ref('int_user_day_events') }}
 -- depends_on: {{ ref('int_user_day_keys') }}
 -- Which silver partition each arrival date's aggregates were built from: the signature the
--- Dagster wiring passed (var arrival_signatures: file names, sizes and modification times of
+-- Dagster wiring passed (var arrival_signatures: file names, sizes, modification times and inodes of
 -- the partition's parts). Written after both aggregate models succeeded, for every date of the
 -- read window (null: no partition); a later run recomputes a date whose signature differs.
 -- Without signatures (dbt from a shell) the window's entries are dropped, so the next Dagster

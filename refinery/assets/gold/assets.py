@@ -7,6 +7,7 @@ one `dbt build`, which turns the range into the as-of dates it rebuilds.
 
 import functools
 import hashlib
+import json
 import os
 import re
 import shutil
@@ -50,7 +51,7 @@ from refinery.contracts.gold import gold_contract
 from refinery.faults import kill_point
 from refinery.partitions import daily_partitions
 from refinery.resources import LakeResource
-from refinery.resources.lake import LakePaths, data_dir_from_env, env_int
+from refinery.resources.lake import LakePaths, data_dir_from_env, env_int, part_signature
 
 DBT_PROJECT_DIR = Path(__file__).resolve().parents[3] / "dbt_project"
 FEATURE_MART = "user_daily_features"
@@ -259,7 +260,8 @@ def memory_limit_gb(raw: str | None = None) -> float:
 
 def arrival_signatures(lake: LakePaths, first: date, last: date) -> dict[str, str]:
     """What each silver events partition of arrival dates [first, last] looks like on disk: a
-    digest of its parts' names, sizes and modification times. dbt re-aggregates an arrival date
+    digest of its parts' names, sizes, modification times and inodes (lake.part_signature, the
+    same record silver's event-id index keeps). dbt re-aggregates an arrival date
     whose signature differs from the one its aggregates were built from (int_arrival_ledger):
     a partition rewritten since (a backfill, a repaired day) is never read stale."""
     signatures = {}
@@ -267,11 +269,8 @@ def arrival_signatures(lake: LakePaths, first: date, last: date) -> dict[str, st
         day = (first + timedelta(days=offset)).isoformat()
         parts = lake.partition_parts("silver", "events", day)
         if parts:
-            digest = hashlib.sha256()
-            for part in parts:
-                stat = part.stat()
-                digest.update(f"{part.name}:{stat.st_size}:{stat.st_mtime_ns};".encode())
-            signatures[day] = digest.hexdigest()[:32]
+            text = json.dumps(part_signature(parts)).encode()
+            signatures[day] = hashlib.sha256(text).hexdigest()[:32]
     return signatures
 
 

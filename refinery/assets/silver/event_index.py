@@ -44,7 +44,7 @@ import pyarrow as pa
 
 from refinery.contracts.silver import EVENTS
 from refinery.faults import kill_point
-from refinery.resources.lake import LakePaths
+from refinery.resources.lake import LakePaths, part_signature
 
 INDEX_VERSION = 1
 HASH_NAME = "fnv1a64-splitmix-v1"
@@ -139,20 +139,12 @@ def index_dir(paths: LakePaths) -> Path:
     return paths.lake / ".index" / "silver-events"
 
 
-def _signature(parts: list[Path]) -> list:
-    sig = []
-    for p in parts:
-        st = p.stat()
-        sig.append([p.name, st.st_size, st.st_mtime_ns, st.st_ino])
-    return sig
-
-
 def _current(paths: LakePaths, days: list[str]) -> dict[str, tuple[list[Path], list]]:
     out = {}
     for day in days:
         parts = paths.partition_parts("silver", "events", day)
         with contextlib.suppress(OSError):  # a partition swapped meanwhile: left unindexed
-            out[day] = (parts, _signature(parts))
+            out[day] = (parts, part_signature(parts))
     return out
 
 
