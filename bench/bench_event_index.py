@@ -147,6 +147,25 @@ def measure(method, where, root, days, n, redelivered, repeat) -> dict:
     }
 
 
+def disk(work: Path, days: int, n: int) -> dict:
+    """On-disk bytes per event: silver's Parquet, the index runs, the row sidecars."""
+
+    def size(base: Path, pattern: str) -> int:
+        return sum(p.stat().st_size for p in base.glob(pattern) if p.is_file())
+
+    index = work / "lake/.index/silver-events"
+    events = days * n
+    silver = size(work / "lake/silver/events", "*/part-*.parquet")
+    runs = size(index, "run-*.npy")
+    sidecars = size(index, "rows/*/*.rows")
+    return {
+        "silver_bytes_per_event": silver / events,
+        "runs_bytes_per_event": runs / events,
+        "sidecar_bytes_per_event": sidecars / events,
+        "index_mb": (runs + sidecars) / 2**20,
+    }
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv and argv[0] == "--child":
@@ -183,10 +202,7 @@ def main(argv: list[str] | None = None) -> int:
                     "add_median_s": statistics.median(adds),
                     "add_max_s": max(adds),
                     "add_last_s": adds[-1],
-                    "index_mb": sum(
-                        p.stat().st_size for p in (work / "lake/.index/silver-events").iterdir()
-                    )
-                    / 2**20,
+                    **disk(work, days, args.events),
                 }
             ),
             flush=True,

@@ -42,6 +42,7 @@ import numpy as np
 import polars as pl
 import pyarrow as pa
 
+from refinery.assets.silver import event_index_rows as rows_io
 from refinery.contracts.silver import EVENTS
 from refinery.faults import kill_point
 from refinery.resources.lake import LakePaths, part_signature
@@ -112,6 +113,11 @@ def _read_matching(parts: list, wanted: pl.Series) -> pl.DataFrame:
         .collect()
         .sort(["arrival_date", "_source_file", "_line"], maintain_order=True)
     )
+
+
+def _scan_part(part: Path) -> pl.LazyFrame:
+    """One silver part as the contract's columns, as the straight scan reads it."""
+    return pl.scan_parquet(part, schema=_schema(), missing_columns="insert", extra_columns="ignore")
 
 
 def earlier_parts(paths: LakePaths, arrival: date) -> list:
@@ -270,18 +276,26 @@ def refresh(paths: LakePaths, hash_fn: HashFn = fingerprints, hash_name: str = H
             if d in current and e["sig"] == current[d][1] and e["run"] in runs
         }
         new_days = [d for d in current if d not in kept and _packable(current[d][0])]
-        stats = {"indexed": new_days, "merged": 0}
+        header = rows_io.schema_message(_schema())
+        # indexed days whose sidecars are missing, unreadable or of an older contract
+        repair = [d for d, e in kept.items() if not _sidecars_ok(root, e, header)]
+        stats = {"indexed": new_days, "merged": 0, "sidecars": repair}
+        for day in repair:
+            sidecars, _ = _write_sidecars(root, day, current[day][0])
+            kept[day] = {**kept[day], **sidecars}
         if new_days:
-            fps, locs = [], []
+            fps, locs, added = [], [], {}
             for day in new_days:
-                for part in current[day][0]:
-                    ids = pl.read_parquet(part, columns=["event_id"]).get_column("event_id")
+                added[day], frames = _write_sidecars(root, day, current[day][0])
+                for part, ids in frames:
                     locs.append(
                         _pack(day, int(part.stem.removeprefix("part-")), ids.len())[
                             ids.is_not_null().to_numpy()
                         ]
                     )
                     fps.append(hash_fn(ids.drop_nulls()))
+                del frames
+            kill_point("index.after_sidecars")
             name = _write_run(
                 root,
                 np.concatenate(fps) if fps else np.zeros(0, np.uint64),
@@ -289,7 +303,7 @@ def refresh(paths: LakePaths, hash_fn: HashFn = fingerprints, hash_name: str = H
             )
             runs[name] = {"tier": 0, "entries": int(sum(len(f) for f in fps))}
             for day in new_days:
-                kept[day] = {"sig": current[day][1], "run": name}
+                kept[day] = {"sig": current[day][1], "run": name, **added[day]}
         kill_point("index.after_add")
         # runs no partition points at any more hold only stale entries
         live = {e["run"] for e in kept.values()}
@@ -320,7 +334,65 @@ def refresh(paths: LakePaths, hash_fn: HashFn = fingerprints, hash_name: str = H
                 f.name.startswith((".run-", ".manifest.")) and f.name.endswith(".tmp")
             ):
                 f.unlink(missing_ok=True)
+        _delete_orphan_sidecars(root, kept)
         return stats
+
+
+def _sidecar_name(day: str, part: Path) -> str:
+    return f"rows/{day}/{part.stem}.{uuid.uuid4().hex[:12]}.rows"
+
+
+def _write_sidecars(root: Path, day: str, parts: list[Path]) -> tuple[dict, list]:
+    """Write the sidecar of each part of a day; returns the manifest fields naming them and
+    each part's event_id column (read once for both)."""
+    names, counts, frames = [], [], []
+    for part in parts:
+        frame = _scan_part(part).collect()
+        name = _sidecar_name(day, part)
+        rows_io.write_rows(root / name, frame, _schema())
+        kill_point("index.between_sidecars")
+        names.append(name)
+        counts.append(frame.height)
+        frames.append((part, frame.get_column("event_id")))
+        del frame
+    return {"rows": names, "part_rows": counts}, frames
+
+
+def _open_sidecar(root: Path, entry: dict, i: int, header: bytes) -> rows_io.Sidecar:
+    names, counts = entry.get("rows"), entry.get("part_rows")
+    if not isinstance(names, list) or not isinstance(counts, list) or i >= len(names):
+        raise rows_io.SidecarError("no sidecar recorded")
+    if len(names) != len(counts) or not isinstance(names[i], str) or "/../" in names[i]:
+        raise rows_io.SidecarError("a bad sidecar entry")
+    return rows_io.Sidecar(root / names[i], header, counts[i])
+
+
+def _sidecars_ok(root: Path, entry: dict, header: bytes) -> bool:
+    """Every part of an indexed partition has a sidecar that opens (trailer, schema, rows)."""
+    parts = len(entry.get("sig", []))
+    try:
+        for i in range(parts):
+            _open_sidecar(root, entry, i, header)
+    except rows_io.SidecarError:
+        return False
+    return len(entry.get("rows", [])) == parts
+
+
+def _delete_orphan_sidecars(root: Path, kept: dict) -> None:
+    """Sidecars no partition of the manifest names (a killed or superseded update), temp files."""
+    base = root / "rows"
+    if not base.is_dir():
+        return
+    named = {n for e in kept.values() for n in e.get("rows", []) if isinstance(n, str)}
+    for day_dir in base.iterdir():
+        if not day_dir.is_dir():
+            day_dir.unlink(missing_ok=True)
+            continue
+        for f in day_dir.iterdir():
+            if f"rows/{day_dir.name}/{f.name}" not in named:
+                f.unlink(missing_ok=True)
+        with contextlib.suppress(OSError):  # not empty: still in use
+            day_dir.rmdir()
 
 
 def _merge(root: Path, names: list[str], runs: dict, kept: dict) -> tuple[str, int]:
@@ -375,7 +447,7 @@ def prior_rows(
         d for d in current if d in m["partitions"] and m["partitions"][d]["sig"] == current[d][1]
     }
     q = np.sort(hash_fn(wanted))
-    touched: set[tuple[int, int]] = set()
+    hits = []  # packed locations of fingerprint hits, only in the run holding their partition
     for name in {m["partitions"][d]["run"] for d in fresh}:
         run = _open_run(root, name, m["runs"].get(name, {}).get("entries", -1))
         if run is None:
@@ -392,21 +464,130 @@ def prior_rows(
         counts = hi - lo
         idx = np.repeat(lo - np.cumsum(counts) + counts, counts) + np.arange(counts.sum())
         found = np.asarray(loc[np.sort(idx)])
-        for day_ord, part in set(
-            zip(_days_of(found).tolist(), ((found >> _PART_SHIFT) & np.uint64(_PART_MASK)).tolist())
-        ):
-            touched.add((day_ord, part))
-    parts = []
+        owned = np.array(
+            sorted(
+                date.fromisoformat(d).toordinal()
+                for d in fresh
+                if m["partitions"][d]["run"] == name
+            ),
+            dtype=np.int64,
+        )
+        hits.append(found[np.isin(_days_of(found), owned)])
+    found = np.unique(np.concatenate(hits)) if hits else np.zeros(0, np.uint64)
+    # found is sorted by (day, part, row): split it by part
+    part_key = (found >> _PART_SHIFT).astype(np.int64)  # day ordinal and part number
+    keys, starts = np.unique(part_key, return_index=True)
+    ends = np.append(starts[1:], len(found)).astype(np.int64)
+    by_part = {
+        int(k): (found[s:e] & np.uint64(_ROW_MASK)).astype(np.int64)
+        for k, s, e in zip(keys.tolist(), starts.tolist(), ends.tolist())
+    }
+    header = rows_io.schema_message(_schema())
+    fallback: list[tuple[int, int, Path]] = []  # (day ordinal, part number, part) read whole
+    reads: list[tuple[int, int, Path, rows_io.Sidecar, np.ndarray]] = []
     for day in days:
-        if day not in current:
-            parts += paths.partition_parts("silver", "events", day)
-        elif day not in fresh:
-            parts += current[day][0]
-        else:
-            ordinal = date.fromisoformat(day).toordinal()
-            parts += [
-                p
-                for p in current[day][0]
-                if (ordinal, int(p.stem.removeprefix("part-"))) in touched
-            ]
-    return _read_matching(parts, wanted)
+        ordinal = date.fromisoformat(day).toordinal()
+        if day not in current or day not in fresh:
+            for p in (
+                current[day][0]
+                if day in current
+                else paths.partition_parts("silver", "events", day)
+            ):
+                fallback.append((ordinal, _part_no(p), p))
+            continue
+        for i, p in enumerate(current[day][0]):
+            rows = by_part.get((ordinal << 12) | _part_no(p))
+            if rows is None:
+                continue
+            try:
+                reads.append(
+                    (
+                        ordinal,
+                        _part_no(p),
+                        p,
+                        _open_sidecar(root, m["partitions"][day], i, header),
+                        rows,
+                    )
+                )
+            except rows_io.SidecarError:
+                fallback.append((ordinal, _part_no(p), p))
+    frames, failed = _read_sidecars(header, reads, wanted)
+    fallback += failed
+    frames.append(_read_parts(fallback, wanted))
+    return (
+        pl.concat(frames)
+        .sort(["_o_day", "_o_part", "_o_row"])
+        .drop("_o_day", "_o_part", "_o_row")
+        .sort(["arrival_date", "_source_file", "_line"], maintain_order=True)
+    )
+
+
+def _part_no(part: Path) -> int:
+    return int(part.stem.removeprefix("part-"))
+
+
+_ORDER = {"_o_day": pl.Int64, "_o_part": pl.Int64, "_o_row": pl.Int64}
+
+
+def _read_sidecars(header: bytes, reads: list, wanted: pl.Series) -> tuple[list, list]:
+    """The hit rows of each (part, sidecar, rows), decoded in groups of blocks, filtered by exact
+    event_id; the parts whose sidecar failed go back to be read whole."""
+    frames, failed = [], []
+    group, packed, raw, counts, takes, keys, base = [], [], 0, [], [], [], 0
+
+    def flush():
+        nonlocal group, packed, raw, counts, takes, keys, base
+        if group:
+            try:
+                table = rows_io.decode(header, packed, raw, counts, np.concatenate(takes))
+                d, p, r = (np.concatenate(k) for k in zip(*keys))
+                frame = (
+                    pl.from_arrow(table)
+                    .cast(_schema())
+                    .with_columns(
+                        _o_day=pl.Series(d, dtype=pl.Int64),
+                        _o_part=pl.Series(p, dtype=pl.Int64),
+                        _o_row=pl.Series(r, dtype=pl.Int64),
+                    )
+                )
+                frames.append(frame.filter(pl.col("event_id").is_in(wanted.implode())))
+            except rows_io.SidecarError:
+                failed.extend((o, n, part) for o, n, part in group)
+        group, packed, raw, counts, takes, keys, base = [], [], 0, [], [], [], 0
+
+    for ordinal, number, part, sidecar, rows in reads:
+        try:
+            blocks, size, pos, cnts = sidecar.blocks(rows)
+        except rows_io.SidecarError:
+            failed.append((ordinal, number, part))
+            continue
+        group.append((ordinal, number, part))
+        packed += blocks
+        raw += size
+        counts += cnts
+        takes.append(pos + base)
+        base += sum(cnts)
+        keys.append(
+            (np.full(len(rows), ordinal, np.int64), np.full(len(rows), number, np.int64), rows)
+        )
+        if len(packed) >= rows_io.DECODE_GROUP:
+            flush()
+    flush()
+    return frames, failed
+
+
+def _read_parts(parts: list[tuple[int, int, Path]], wanted: pl.Series) -> pl.DataFrame:
+    """Parts read the old way (the whole part, exact event_id filter), with their order keys."""
+    if not parts:
+        return pl.DataFrame(schema={**_schema(), **_ORDER})
+    return pl.concat(
+        [
+            _scan_part(part)
+            .with_row_index("_o_row")
+            .filter(pl.col("event_id").is_in(wanted.implode()))
+            .with_columns(_o_day=pl.lit(ordinal), _o_part=pl.lit(number))
+            .select(*_schema(), *_ORDER)
+            .cast(_ORDER)
+            for ordinal, number, part in parts
+        ]
+    ).collect()
