@@ -397,12 +397,14 @@ def _delete_orphan_sidecars(root: Path, kept: dict) -> None:
 
 def _merge(root: Path, names: list[str], runs: dict, kept: dict) -> tuple[str, int]:
     """One run from several, without entries of partitions that now live in another run."""
-    ordinals = np.array(
-        sorted(date.fromisoformat(d).toordinal() for d, e in kept.items() if e["run"] in names),
-        dtype=np.int64,
-    )
     fps, locs = [], []
     for n in names:
+        # only the entries of partitions this run holds for the manifest: a partition re-indexed
+        # since (a backfill) left stale entries here, and its new run may be merged alongside
+        ordinals = np.array(
+            sorted(date.fromisoformat(d).toordinal() for d, e in kept.items() if e["run"] == n),
+            dtype=np.int64,
+        )
         fp, loc = _open_run(root, n, runs[n]["entries"])
         keep = np.isin(_days_of(loc), ordinals)
         whole = bool(keep.all())  # the usual case: concatenated straight from the memory maps
@@ -558,8 +560,12 @@ def _read_sidecars(header: bytes, reads: list, wanted: pl.Series) -> tuple[list,
     for ordinal, number, part, sidecar, rows in reads:
         try:
             blocks, size, pos, cnts = sidecar.blocks(rows)
-        except rows_io.SidecarError:
+        except rows_io.SidecarError as exc:
             failed.append((ordinal, number, part))
+            if isinstance(exc, rows_io.SidecarCorrupt):
+                # drop the file (its name is unique to that write): the next refresh writes it
+                with contextlib.suppress(OSError):
+                    sidecar.path.unlink()
             continue
         group.append((ordinal, number, part))
         packed += blocks

@@ -52,6 +52,10 @@ class SidecarError(Exception):
     """A sidecar that is missing, of another schema, truncated or corrupt."""
 
 
+class SidecarCorrupt(SidecarError):
+    """A block that fails its CRC: the file is damaged."""
+
+
 def arrow_schema(schema: dict) -> pa.Schema:
     return pl.DataFrame(schema=schema).to_arrow().schema
 
@@ -160,7 +164,7 @@ class Sidecar:
         for b, start, end, crc in zip(needed.tolist(), starts, ends, crcs):
             block = mv[start:end]
             if zlib.crc32(block) != crc:
-                raise SidecarError(f"{self.path}: block {b} fails its CRC")
+                raise SidecarCorrupt(f"{self.path}: block {b} fails its CRC")
             packed.append(block)
         return packed, raw, pos, counts.tolist()
 
