@@ -448,8 +448,10 @@ def prior_rows(
     fresh = {
         d for d in current if d in m["partitions"] and m["partitions"][d]["sig"] == current[d][1]
     }
-    q = np.sort(hash_fn(wanted))
+    h = hash_fn(wanted)
+    q = np.sort(h)
     hits = []  # packed locations of fingerprint hits, only in the run holding their partition
+    hit_fps = []
     for name in {m["partitions"][d]["run"] for d in fresh}:
         run = _open_run(root, name, m["runs"].get(name, {}).get("entries", -1))
         if run is None:
@@ -462,6 +464,7 @@ def prior_rows(
         if not hit.any():
             continue
         lo = lo[hit]
+        hit_fps.append(q[hit])
         hi = np.searchsorted(fp, q[hit], side="right")
         counts = hi - lo
         idx = np.repeat(lo - np.cumsum(counts) + counts, counts) + np.arange(counts.sum())
@@ -513,7 +516,10 @@ def prior_rows(
                 )
             except rows_io.SidecarError:
                 fallback.append((ordinal, _part_no(p), p))
-    frames, failed = _read_sidecars(header, reads, wanted)
+    # A row reached through a hit has the fingerprint of its id: if that id is wanted, it is
+    # among the wanted ids whose fingerprint hit, so the exact filter needs only those.
+    candidates = wanted.filter(np.isin(h, np.concatenate(hit_fps))) if hit_fps else wanted.clear()
+    frames, failed = _read_sidecars(header, reads, candidates)
     fallback += failed
     frames.append(_read_parts(fallback, wanted))
     return (
