@@ -2,29 +2,40 @@
 
 Silver deduplicates a day's events against every earlier partition, not a look-back window: a
 re-delivery a year later must not double-count. `prior_rows` answers it through a compact index
-of 64-bit fingerprints kept beside silver (`lake/.index/silver-events/`), and keeps the straight
-scan of every earlier partition (`scan_prior_rows`) as the reference and the fallback.
+kept beside silver (`lake/.index/silver-events/`), and keeps the straight scan of every earlier
+partition (`scan_prior_rows`) as the reference and the fallback.
 
 The index is a small LSM: immutable sorted runs of fingerprints (`<run>.fp.npy`, uint64, memory
 mapped) with, for each entry, where the row lives (`<run>.loc.npy`: partition day, part number,
 row number packed into a uint64). Each indexed partition is added as one new run; runs are merged
-tier by tier (FANOUT runs of a tier make one of the next), so adding a day costs
-O(day · log history) amortised and a lookup probes only a handful of runs whatever the history
-length. The fingerprint is a stable FNV-1a-64 of the id's UTF-8 bytes with a splitmix64 finish,
-computed vectorised over the Arrow buffers (no per-id Python); it never decides anything: a hit
-only names the silver parts to read, and those are read with an exact `event_id` filter, so a
-64-bit collision costs a read, never an event.
+tier by tier (FANOUT runs of a tier make one of the next, none larger than MAX_MERGED_ENTRIES),
+so adding a day costs O(day · log history) amortised and a lookup probes only a handful of runs
+whatever the history length. The fingerprint is a stable FNV-1a-64 of the id's UTF-8 bytes with
+a splitmix64 finish, computed vectorised over the Arrow buffers (no per-id Python).
+
+A hit is confirmed from the part's row sidecar (`rows/<day>/part-<n>.<token>.rows`,
+`event_index_rows`): the part's rows in every contract column, row-aligned, in zstd-compressed
+blocks of 64 rows. Only the blocks holding a hit are decompressed (each once), all of them in
+one decode, and the rows are kept only if their event_id is exactly a wanted one, so the cost
+follows the number of hits, not the number of partitions holding them, and a 64-bit collision
+costs a block read, never an event or a label. The result is the straight scan's: the same
+columns (a column a part lacks is null), the same rows, the same order.
 
 The index is derived state, never a source of truth. `manifest.json` (written last, temp file +
-os.replace) records for each indexed partition its parts' (name, size, mtime_ns, inode) and the
-run holding its entries. A partition whose parts differ (a backfill rewrote it), that the
-manifest does not know, or whose run is missing or unreadable is scanned straight instead, and
-the next `refresh` re-indexes it. A SIGKILL anywhere in `refresh` (kill points `index.*`) leaves
-the previous manifest, or the new one with all its runs in place; orphaned run files are
-deleted by the next refresh. Only partitions before `arrival` count as history, whatever else
+os.replace) records for each indexed partition its parts' (name, size, mtime_ns, inode), the run
+holding its entries, and its parts' sidecars and row counts. A partition whose parts differ (a
+backfill rewrote it), that the manifest does not know, or whose run is missing or unreadable is
+scanned straight instead; a part whose sidecar is missing, truncated, of another contract schema
+or fails a block CRC is read the old way (its whole Parquet part, exact filter), and the next
+`refresh` re-indexes or rewrites what is stale (a CRC-failing sidecar is deleted by the lookup
+that finds it). A SIGKILL anywhere in `refresh` (kill points `index.*`) leaves the previous
+manifest, or the new one with all its runs and sidecars in place; orphaned run and sidecar files
+are deleted by the next refresh. Only partitions before `arrival` count as history, whatever else
 the index holds.
 
-Measured at 1M events a day in bench/bench_event_index.py (docs/BENCHMARKS.md).
+Storage at 1M events a day (bench/bench_event_index.py, docs/BENCHMARKS.md): 16 bytes an event
+of runs and about 25 of sidecars (the synthetic bench data; real rows compress less), against
+silver's own Parquet bytes an event.
 """
 
 from __future__ import annotations
