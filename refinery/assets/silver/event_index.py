@@ -66,6 +66,8 @@ FANOUT = 4
 # entries (measured 80 s, ~6 GB held) inside one silver run. Runs at the cap stay side by side;
 # a lookup probes each (a year at 1M/day: about 6 of them plus the lower tiers).
 MAX_MERGED_ENTRIES = 64_000_000
+# Indexed partitions whose sidecars are rewritten in one refresh (about 2 s each at 1M rows).
+SIDECAR_REPAIRS = 16
 _FNV_OFFSET = np.uint64(0xCBF29CE484222325)
 _FNV_PRIME = np.uint64(0x100000001B3)
 _DAY_SHIFT, _PART_SHIFT = np.uint64(40), np.uint64(28)
@@ -289,7 +291,11 @@ def refresh(paths: LakePaths, hash_fn: HashFn = fingerprints, hash_name: str = H
         new_days = [d for d in current if d not in kept and _packable(current[d][0])]
         header = rows_io.schema_message(_schema())
         # indexed days whose sidecars are missing, unreadable or of an older contract
-        repair = [d for d, e in kept.items() if not _sidecars_ok(root, e, header)]
+        # (newest first, at most SIDECAR_REPAIRS a refresh: a lake indexed before sidecars
+        # existed gets them over several silver runs, its lookups exact meanwhile)
+        repair = sorted(
+            (d for d, e in kept.items() if not _sidecars_ok(root, e, header)), reverse=True
+        )[:SIDECAR_REPAIRS]
         stats = {"indexed": new_days, "merged": 0, "sidecars": repair}
         for day in repair:
             sidecars, _ = _write_sidecars(root, day, current[day][0])
