@@ -466,9 +466,11 @@ def prior_rows(
         d for d in current if d in m["partitions"] and m["partitions"][d]["sig"] == current[d][1]
     }
     h = hash_fn(wanted)
-    q = np.sort(h)
+    order = np.argsort(h)
+    q = h[order]
+    del h
     hits = []  # packed locations of fingerprint hits, only in the run holding their partition
-    hit_fps = []
+    any_hit = np.zeros(len(q), dtype=bool)  # which of the sorted fingerprints hit some run
     for name in {m["partitions"][d]["run"] for d in fresh}:
         run = _open_run(root, name, m["runs"].get(name, {}).get("entries", -1))
         if run is None:
@@ -480,8 +482,8 @@ def prior_rows(
         hit[hit] = fp[lo[hit]] == q[hit]
         if not hit.any():
             continue
+        any_hit |= hit
         lo = lo[hit]
-        hit_fps.append(q[hit])
         hi = np.searchsorted(fp, q[hit], side="right")
         counts = hi - lo
         idx = np.repeat(lo - np.cumsum(counts) + counts, counts) + np.arange(counts.sum())
@@ -535,7 +537,7 @@ def prior_rows(
                 fallback.append((ordinal, _part_no(p), p))
     # A row reached through a hit has the fingerprint of its id: if that id is wanted, it is
     # among the wanted ids whose fingerprint hit, so the exact filter needs only those.
-    candidates = wanted.filter(np.isin(h, np.concatenate(hit_fps))) if hit_fps else wanted.clear()
+    candidates = wanted.gather(order[any_hit])
     frames, failed = _read_sidecars(header, reads, candidates)
     fallback += failed
     frames.append(_read_parts(fallback, wanted))
