@@ -1,19 +1,22 @@
 """Deduplication against all of history at 1M events a day: the straight scan of every earlier
-silver partition (`event_index.scan_prior_rows`, the reference) against the fingerprint LSM
-(`event_index.prior_rows`), side by side at 30, 90 and 365 days of history, in one run.
+silver partition (`event_index.scan_prior_rows`, the reference) against the fingerprint LSM with
+its row sidecars (`event_index.prior_rows`), side by side at 30, 90 and 365 days of history, in
+one run.
 
 One lake is grown day by day to each history length, as silver grows it: every day a silver
-events partition of `--events` rows written as Parquet, then `refresh` adds it to the index (each
-add is timed: its mean is the amortised cost of adding a day, its maximum the worst-case merge).
-Then one new day of `--events` ids, `--redelivered` of them re-deliveries, is looked up. Two
-placements of the re-deliveries: `recent` (from the last 7 days: producer retries) and `uniform`
-(spread over the whole history: the worst case for the index, which must read every partition
-holding a hit). Each answer is checked first (index rows == scan rows, found ids == the
-re-delivered ids), then each variant is timed: median of --repeat runs, each in a fresh child
-process whose VmHWM is its peak memory. Run it niced, one size at a time on a shared box:
+events partition of `--events` rows written as Parquet, then `refresh` adds it to the index and
+writes its row sidecar (each add is timed: its mean is the amortised cost of adding a day, its
+maximum the worst-case merge). Then one new day of `--events` ids, `--redelivered` of them
+re-deliveries, is looked up. Two placements of the re-deliveries: `recent` (from the last 7 days:
+producer retries) and `uniform` (spread over the whole history: a hit in every partition, the
+case where reading the hit partitions costs as much as the scan; the sidecars make it cost what
+the number of hits costs). Each answer is checked first (index rows == scan rows, found ids ==
+the re-delivered ids), then each variant is timed: median of --repeat runs, each in a fresh child
+process whose VmHWM is its peak memory. Also reported: bytes an event on disk of silver, the
+index runs and the sidecars. Run it niced, in one run, on a shared box:
 
-    nice -n 10 uv run python -m bench.bench_event_index --events 1000000 --days 30 --work /tmp/ei
-    nice -n 10 uv run python -m bench.bench_event_index --events 1000000 --days 90 --work /tmp/ei
+    nice -n 10 uv run python -m bench.bench_event_index --events 1000000 --days 30,90,365 \
+        --work /tmp/ei
 """
 
 from __future__ import annotations
@@ -147,6 +150,25 @@ def measure(method, where, root, days, n, redelivered, repeat) -> dict:
     }
 
 
+def disk(work: Path, days: int, n: int) -> dict:
+    """On-disk bytes per event: silver's Parquet, the index runs, the row sidecars."""
+
+    def size(base: Path, pattern: str) -> int:
+        return sum(p.stat().st_size for p in base.glob(pattern) if p.is_file())
+
+    index = work / "lake/.index/silver-events"
+    events = days * n
+    silver = size(work / "lake/silver/events", "*/part-*.parquet")
+    runs = size(index, "run-*.npy")
+    sidecars = size(index, "rows/*/*.rows")
+    return {
+        "silver_bytes_per_event": silver / events,
+        "runs_bytes_per_event": runs / events,
+        "sidecar_bytes_per_event": sidecars / events,
+        "index_mb": (runs + sidecars) / 2**20,
+    }
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv and argv[0] == "--child":
@@ -183,10 +205,7 @@ def main(argv: list[str] | None = None) -> int:
                     "add_median_s": statistics.median(adds),
                     "add_max_s": max(adds),
                     "add_last_s": adds[-1],
-                    "index_mb": sum(
-                        p.stat().st_size for p in (work / "lake/.index/silver-events").iterdir()
-                    )
-                    / 2**20,
+                    **disk(work, days, args.events),
                 }
             ),
             flush=True,

@@ -2,29 +2,40 @@
 
 Silver deduplicates a day's events against every earlier partition, not a look-back window: a
 re-delivery a year later must not double-count. `prior_rows` answers it through a compact index
-of 64-bit fingerprints kept beside silver (`lake/.index/silver-events/`), and keeps the straight
-scan of every earlier partition (`scan_prior_rows`) as the reference and the fallback.
+kept beside silver (`lake/.index/silver-events/`), and keeps the straight scan of every earlier
+partition (`scan_prior_rows`) as the reference and the fallback.
 
 The index is a small LSM: immutable sorted runs of fingerprints (`<run>.fp.npy`, uint64, memory
 mapped) with, for each entry, where the row lives (`<run>.loc.npy`: partition day, part number,
 row number packed into a uint64). Each indexed partition is added as one new run; runs are merged
-tier by tier (FANOUT runs of a tier make one of the next), so adding a day costs
-O(day · log history) amortised and a lookup probes only a handful of runs whatever the history
-length. The fingerprint is a stable FNV-1a-64 of the id's UTF-8 bytes with a splitmix64 finish,
-computed vectorised over the Arrow buffers (no per-id Python); it never decides anything: a hit
-only names the silver parts to read, and those are read with an exact `event_id` filter, so a
-64-bit collision costs a read, never an event.
+tier by tier (FANOUT runs of a tier make one of the next, none larger than MAX_MERGED_ENTRIES),
+so adding a day costs O(day · log history) amortised and a lookup probes only a handful of runs
+whatever the history length. The fingerprint is a stable FNV-1a-64 of the id's UTF-8 bytes with
+a splitmix64 finish, computed vectorised over the Arrow buffers (no per-id Python).
+
+A hit is confirmed from the part's row sidecar (`rows/<day>/part-<n>.<token>.rows`,
+`event_index_rows`): the part's rows in every contract column, row-aligned, in zstd-compressed
+blocks of 64 rows. Only the blocks holding a hit are decompressed (each once), all of them in
+one decode, and the rows are kept only if their event_id is exactly a wanted one, so the cost
+follows the number of hits, not the number of partitions holding them, and a 64-bit collision
+costs a block read, never an event or a label. The result is the straight scan's: the same
+columns (a column a part lacks is null), the same rows, the same order.
 
 The index is derived state, never a source of truth. `manifest.json` (written last, temp file +
-os.replace) records for each indexed partition its parts' (name, size, mtime_ns, inode) and the
-run holding its entries. A partition whose parts differ (a backfill rewrote it), that the
-manifest does not know, or whose run is missing or unreadable is scanned straight instead, and
-the next `refresh` re-indexes it. A SIGKILL anywhere in `refresh` (kill points `index.*`) leaves
-the previous manifest, or the new one with all its runs in place; orphaned run files are
-deleted by the next refresh. Only partitions before `arrival` count as history, whatever else
+os.replace) records for each indexed partition its parts' (name, size, mtime_ns, inode), the run
+holding its entries, and its parts' sidecars and row counts. A partition whose parts differ (a
+backfill rewrote it), that the manifest does not know, or whose run is missing or unreadable is
+scanned straight instead; a part whose sidecar is missing, truncated, of another contract schema
+or fails a block CRC is read the old way (its whole Parquet part, exact filter), and the next
+`refresh` re-indexes or rewrites what is stale (a CRC-failing sidecar is deleted by the lookup
+that finds it). A SIGKILL anywhere in `refresh` (kill points `index.*`) leaves the previous
+manifest, or the new one with all its runs and sidecars in place; orphaned run and sidecar files
+are deleted by the next refresh. Only partitions before `arrival` count as history, whatever else
 the index holds.
 
-Measured at 1M events a day in bench/bench_event_index.py (docs/BENCHMARKS.md).
+Storage at 1M events a day (bench/bench_event_index.py, docs/BENCHMARKS.md): 16 bytes an event
+of runs and about 25 of sidecars (the synthetic bench data; real rows compress less), against
+silver's own Parquet bytes an event.
 """
 
 from __future__ import annotations
@@ -42,6 +53,7 @@ import numpy as np
 import polars as pl
 import pyarrow as pa
 
+from refinery.assets.silver import event_index_rows as rows_io
 from refinery.contracts.silver import EVENTS
 from refinery.faults import kill_point
 from refinery.resources.lake import LakePaths, part_signature
@@ -54,6 +66,8 @@ FANOUT = 4
 # entries (measured 80 s, ~6 GB held) inside one silver run. Runs at the cap stay side by side;
 # a lookup probes each (a year at 1M/day: about 6 of them plus the lower tiers).
 MAX_MERGED_ENTRIES = 64_000_000
+# Indexed partitions whose sidecars are rewritten in one refresh (about 2 s each at 1M rows).
+SIDECAR_REPAIRS = 16
 _FNV_OFFSET = np.uint64(0xCBF29CE484222325)
 _FNV_PRIME = np.uint64(0x100000001B3)
 _DAY_SHIFT, _PART_SHIFT = np.uint64(40), np.uint64(28)
@@ -112,6 +126,11 @@ def _read_matching(parts: list, wanted: pl.Series) -> pl.DataFrame:
         .collect()
         .sort(["arrival_date", "_source_file", "_line"], maintain_order=True)
     )
+
+
+def _scan_part(part: Path) -> pl.LazyFrame:
+    """One silver part as the contract's columns, as the straight scan reads it."""
+    return pl.scan_parquet(part, schema=_schema(), missing_columns="insert", extra_columns="ignore")
 
 
 def earlier_parts(paths: LakePaths, arrival: date) -> list:
@@ -270,18 +289,30 @@ def refresh(paths: LakePaths, hash_fn: HashFn = fingerprints, hash_name: str = H
             if d in current and e["sig"] == current[d][1] and e["run"] in runs
         }
         new_days = [d for d in current if d not in kept and _packable(current[d][0])]
-        stats = {"indexed": new_days, "merged": 0}
+        header = rows_io.schema_message(_schema())
+        # indexed days whose sidecars are missing, unreadable or of an older contract
+        # (newest first, at most SIDECAR_REPAIRS a refresh: a lake indexed before sidecars
+        # existed gets them over several silver runs, its lookups exact meanwhile)
+        repair = sorted(
+            (d for d, e in kept.items() if not _sidecars_ok(root, e, header)), reverse=True
+        )[:SIDECAR_REPAIRS]
+        stats = {"indexed": new_days, "merged": 0, "sidecars": repair}
+        for day in repair:
+            sidecars, _ = _write_sidecars(root, day, current[day][0])
+            kept[day] = {**kept[day], **sidecars}
         if new_days:
-            fps, locs = [], []
+            fps, locs, added = [], [], {}
             for day in new_days:
-                for part in current[day][0]:
-                    ids = pl.read_parquet(part, columns=["event_id"]).get_column("event_id")
+                added[day], frames = _write_sidecars(root, day, current[day][0])
+                for part, ids in frames:
                     locs.append(
                         _pack(day, int(part.stem.removeprefix("part-")), ids.len())[
                             ids.is_not_null().to_numpy()
                         ]
                     )
                     fps.append(hash_fn(ids.drop_nulls()))
+                del frames
+            kill_point("index.after_sidecars")
             name = _write_run(
                 root,
                 np.concatenate(fps) if fps else np.zeros(0, np.uint64),
@@ -289,7 +320,7 @@ def refresh(paths: LakePaths, hash_fn: HashFn = fingerprints, hash_name: str = H
             )
             runs[name] = {"tier": 0, "entries": int(sum(len(f) for f in fps))}
             for day in new_days:
-                kept[day] = {"sig": current[day][1], "run": name}
+                kept[day] = {"sig": current[day][1], "run": name, **added[day]}
         kill_point("index.after_add")
         # runs no partition points at any more hold only stale entries
         live = {e["run"] for e in kept.values()}
@@ -320,17 +351,77 @@ def refresh(paths: LakePaths, hash_fn: HashFn = fingerprints, hash_name: str = H
                 f.name.startswith((".run-", ".manifest.")) and f.name.endswith(".tmp")
             ):
                 f.unlink(missing_ok=True)
+        _delete_orphan_sidecars(root, kept)
         return stats
+
+
+def _sidecar_name(day: str, part: Path) -> str:
+    return f"rows/{day}/{part.stem}.{uuid.uuid4().hex[:12]}.rows"
+
+
+def _write_sidecars(root: Path, day: str, parts: list[Path]) -> tuple[dict, list]:
+    """Write the sidecar of each part of a day; returns the manifest fields naming them and
+    each part's event_id column (read once for both)."""
+    names, counts, frames = [], [], []
+    for part in parts:
+        frame = _scan_part(part).collect()
+        name = _sidecar_name(day, part)
+        rows_io.write_rows(root / name, frame, _schema())
+        kill_point("index.between_sidecars")
+        names.append(name)
+        counts.append(frame.height)
+        frames.append((part, frame.get_column("event_id")))
+        del frame
+    return {"rows": names, "part_rows": counts}, frames
+
+
+def _open_sidecar(root: Path, entry: dict, i: int, header: bytes) -> rows_io.Sidecar:
+    names, counts = entry.get("rows"), entry.get("part_rows")
+    if not isinstance(names, list) or not isinstance(counts, list) or i >= len(names):
+        raise rows_io.SidecarError("no sidecar recorded")
+    if len(names) != len(counts) or not isinstance(names[i], str) or "/../" in names[i]:
+        raise rows_io.SidecarError("a bad sidecar entry")
+    return rows_io.Sidecar(root / names[i], header, counts[i])
+
+
+def _sidecars_ok(root: Path, entry: dict, header: bytes) -> bool:
+    """Every part of an indexed partition has a sidecar that opens (trailer, schema, rows)."""
+    parts = len(entry.get("sig", []))
+    try:
+        for i in range(parts):
+            _open_sidecar(root, entry, i, header)
+    except rows_io.SidecarError:
+        return False
+    return len(entry.get("rows", [])) == parts
+
+
+def _delete_orphan_sidecars(root: Path, kept: dict) -> None:
+    """Sidecars no partition of the manifest names (a killed or superseded update), temp files."""
+    base = root / "rows"
+    if not base.is_dir():
+        return
+    named = {n for e in kept.values() for n in e.get("rows", []) if isinstance(n, str)}
+    for day_dir in base.iterdir():
+        if not day_dir.is_dir():
+            day_dir.unlink(missing_ok=True)
+            continue
+        for f in day_dir.iterdir():
+            if f"rows/{day_dir.name}/{f.name}" not in named:
+                f.unlink(missing_ok=True)
+        with contextlib.suppress(OSError):  # not empty: still in use
+            day_dir.rmdir()
 
 
 def _merge(root: Path, names: list[str], runs: dict, kept: dict) -> tuple[str, int]:
     """One run from several, without entries of partitions that now live in another run."""
-    ordinals = np.array(
-        sorted(date.fromisoformat(d).toordinal() for d, e in kept.items() if e["run"] in names),
-        dtype=np.int64,
-    )
     fps, locs = [], []
     for n in names:
+        # only the entries of partitions this run holds for the manifest: a partition re-indexed
+        # since (a backfill) left stale entries here, and its new run may be merged alongside
+        ordinals = np.array(
+            sorted(date.fromisoformat(d).toordinal() for d, e in kept.items() if e["run"] == n),
+            dtype=np.int64,
+        )
         fp, loc = _open_run(root, n, runs[n]["entries"])
         keep = np.isin(_days_of(loc), ordinals)
         whole = bool(keep.all())  # the usual case: concatenated straight from the memory maps
@@ -374,8 +465,12 @@ def prior_rows(
     fresh = {
         d for d in current if d in m["partitions"] and m["partitions"][d]["sig"] == current[d][1]
     }
-    q = np.sort(hash_fn(wanted))
-    touched: set[tuple[int, int]] = set()
+    h = hash_fn(wanted)
+    order = np.argsort(h)
+    q = h[order]
+    del h
+    hits = []  # packed locations of fingerprint hits, only in the run holding their partition
+    any_hit = np.zeros(len(q), dtype=bool)  # which of the sorted fingerprints hit some run
     for name in {m["partitions"][d]["run"] for d in fresh}:
         run = _open_run(root, name, m["runs"].get(name, {}).get("entries", -1))
         if run is None:
@@ -387,26 +482,143 @@ def prior_rows(
         hit[hit] = fp[lo[hit]] == q[hit]
         if not hit.any():
             continue
+        any_hit |= hit
         lo = lo[hit]
         hi = np.searchsorted(fp, q[hit], side="right")
         counts = hi - lo
         idx = np.repeat(lo - np.cumsum(counts) + counts, counts) + np.arange(counts.sum())
         found = np.asarray(loc[np.sort(idx)])
-        for day_ord, part in set(
-            zip(_days_of(found).tolist(), ((found >> _PART_SHIFT) & np.uint64(_PART_MASK)).tolist())
-        ):
-            touched.add((day_ord, part))
-    parts = []
+        owned = np.array(
+            sorted(
+                date.fromisoformat(d).toordinal()
+                for d in fresh
+                if m["partitions"][d]["run"] == name
+            ),
+            dtype=np.int64,
+        )
+        hits.append(found[np.isin(_days_of(found), owned)])
+    found = np.unique(np.concatenate(hits)) if hits else np.zeros(0, np.uint64)
+    # found is sorted by (day, part, row): split it by part
+    part_key = (found >> _PART_SHIFT).astype(np.int64)  # day ordinal and part number
+    keys, starts = np.unique(part_key, return_index=True)
+    ends = np.append(starts[1:], len(found)).astype(np.int64)
+    by_part = {
+        int(k): (found[s:e] & np.uint64(_ROW_MASK)).astype(np.int64)
+        for k, s, e in zip(keys.tolist(), starts.tolist(), ends.tolist())
+    }
+    header = rows_io.schema_message(_schema())
+    fallback: list[tuple[int, int, Path]] = []  # (day ordinal, part number, part) read whole
+    reads: list[tuple[int, int, Path, rows_io.Sidecar, np.ndarray]] = []
     for day in days:
-        if day not in current:
-            parts += paths.partition_parts("silver", "events", day)
-        elif day not in fresh:
-            parts += current[day][0]
-        else:
-            ordinal = date.fromisoformat(day).toordinal()
-            parts += [
-                p
-                for p in current[day][0]
-                if (ordinal, int(p.stem.removeprefix("part-"))) in touched
-            ]
-    return _read_matching(parts, wanted)
+        ordinal = date.fromisoformat(day).toordinal()
+        if day not in current or day not in fresh:
+            for p in (
+                current[day][0]
+                if day in current
+                else paths.partition_parts("silver", "events", day)
+            ):
+                fallback.append((ordinal, _part_no(p), p))
+            continue
+        for i, p in enumerate(current[day][0]):
+            rows = by_part.get((ordinal << 12) | _part_no(p))
+            if rows is None:
+                continue
+            try:
+                reads.append(
+                    (
+                        ordinal,
+                        _part_no(p),
+                        p,
+                        _open_sidecar(root, m["partitions"][day], i, header),
+                        rows,
+                    )
+                )
+            except rows_io.SidecarError:
+                fallback.append((ordinal, _part_no(p), p))
+    # A row reached through a hit has the fingerprint of its id: if that id is wanted, it is
+    # among the wanted ids whose fingerprint hit, so the exact filter needs only those.
+    candidates = wanted.gather(order[any_hit])
+    frames, failed = _read_sidecars(header, reads, candidates)
+    fallback += failed
+    frames.append(_read_parts(fallback, wanted))
+    return (
+        pl.concat(frames)
+        .sort(["_o_day", "_o_part", "_o_row"])
+        .drop("_o_day", "_o_part", "_o_row")
+        .sort(["arrival_date", "_source_file", "_line"], maintain_order=True)
+    )
+
+
+def _part_no(part: Path) -> int:
+    return int(part.stem.removeprefix("part-"))
+
+
+_ORDER = {"_o_day": pl.Int64, "_o_part": pl.Int64, "_o_row": pl.Int64}
+
+
+def _read_sidecars(header: bytes, reads: list, wanted: pl.Series) -> tuple[list, list]:
+    """The hit rows of each (part, sidecar, rows), decoded in groups of blocks, filtered by exact
+    event_id; the parts whose sidecar failed go back to be read whole."""
+    frames, failed = [], []
+    group, packed, raw, counts, takes, keys, base = [], [], 0, [], [], [], 0
+
+    def flush():
+        nonlocal group, packed, raw, counts, takes, keys, base
+        if group:
+            try:
+                table = rows_io.decode(header, packed, raw, counts, np.concatenate(takes))
+                d, p, r = (np.concatenate(k) for k in zip(*keys))
+                frame = (
+                    pl.from_arrow(table)
+                    .cast(_schema())
+                    .with_columns(
+                        _o_day=pl.Series(d, dtype=pl.Int64),
+                        _o_part=pl.Series(p, dtype=pl.Int64),
+                        _o_row=pl.Series(r, dtype=pl.Int64),
+                    )
+                )
+                frames.append(frame.filter(pl.col("event_id").is_in(wanted.implode())))
+            except rows_io.SidecarError:
+                failed.extend((o, n, part) for o, n, part in group)
+        group, packed, raw, counts, takes, keys, base = [], [], 0, [], [], [], 0
+
+    for ordinal, number, part, sidecar, rows in reads:
+        try:
+            blocks, size, pos, cnts = sidecar.blocks(rows)
+        except rows_io.SidecarError as exc:
+            failed.append((ordinal, number, part))
+            if isinstance(exc, rows_io.SidecarCorrupt):
+                # drop the file (its name is unique to that write): the next refresh writes it
+                with contextlib.suppress(OSError):
+                    sidecar.path.unlink()
+            continue
+        group.append((ordinal, number, part))
+        packed += blocks
+        raw += size
+        counts += cnts
+        takes.append(pos + base)
+        base += sum(cnts)
+        keys.append(
+            (np.full(len(rows), ordinal, np.int64), np.full(len(rows), number, np.int64), rows)
+        )
+        if len(packed) >= rows_io.DECODE_GROUP:
+            flush()
+    flush()
+    return frames, failed
+
+
+def _read_parts(parts: list[tuple[int, int, Path]], wanted: pl.Series) -> pl.DataFrame:
+    """Parts read the old way (the whole part, exact event_id filter), with their order keys."""
+    if not parts:
+        return pl.DataFrame(schema={**_schema(), **_ORDER})
+    return pl.concat(
+        [
+            _scan_part(part)
+            .with_row_index("_o_row")
+            .filter(pl.col("event_id").is_in(wanted.implode()))
+            .with_columns(_o_day=pl.lit(ordinal), _o_part=pl.lit(number))
+            .select(*_schema(), *_ORDER)
+            .cast(_ORDER)
+            for ordinal, number, part in parts
+        ]
+    ).collect()
