@@ -29,6 +29,7 @@ from refinery.assets.gold.assets import (
     memory_limit_gb,
     prune_dbt_targets,
 )
+from refinery.assets.gold.dbt_project import DBT_PROJECT_DIR
 from refinery.assets.gold.export import mart_file
 from refinery.resources import LakeResource
 from refinery.resources.lake import LakePaths, env_int
@@ -385,7 +386,7 @@ def test_integer_settings_below_their_minimum_are_refused_by_name(monkeypatch):
 
 
 def test_the_wiring_and_the_dbt_profile_share_one_default_memory_cap(monkeypatch):
-    profile = (gold_module.DBT_PROJECT_DIR / "profiles.yml").read_text()
+    profile = (DBT_PROJECT_DIR / "profiles.yml").read_text()
     default = gold_module.DEFAULT_DUCKDB_MEMORY_LIMIT
     assert f"env_var('REFINERY_DUCKDB_MEMORY_LIMIT', '{default}')" in profile
     monkeypatch.delenv("REFINERY_DUCKDB_MEMORY_LIMIT", raising=False)

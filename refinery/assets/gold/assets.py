@@ -5,7 +5,6 @@ one run: BackfillPolicy.single_run, so `dagster asset materialize --partition-ra
 one `dbt build`, which turns the range into the as-of dates it rebuilds.
 """
 
-import functools
 import hashlib
 import json
 import os
@@ -18,7 +17,6 @@ from typing import Any
 
 import polars as pl
 import pyarrow.parquet as pq
-import yaml
 from dagster import (
     AssetCheckResult,
     AssetExecutionContext,
@@ -33,10 +31,15 @@ from dagster_dbt import (
     DagsterDbtTranslator,
     DagsterDbtTranslatorSettings,
     DbtCliResource,
-    DbtProject,
     dbt_assets,
 )
 
+from refinery.assets.gold.dbt_project import (
+    dbt_project,
+    dbt_project_vars,
+    load_manifest,
+    vars_arg,
+)
 from refinery.assets.gold.export import export_marts, mart_file
 from refinery.assets.gold.gate import (
     SNAPSHOT_TABLES,
@@ -51,26 +54,12 @@ from refinery.contracts.gold import gold_contract
 from refinery.faults import kill_point
 from refinery.partitions import daily_partitions
 from refinery.resources import LakeResource
-from refinery.resources.lake import LakePaths, data_dir_from_env, env_int, part_signature
+from refinery.resources.lake import LakePaths, env_int, part_signature
 
-DBT_PROJECT_DIR = Path(__file__).resolve().parents[3] / "dbt_project"
 FEATURE_MART = "user_daily_features"
 LABELLED_MARTS = ("labels", "training_examples")
 MARTS = (FEATURE_MART, *LABELLED_MARTS)
 WAREHOUSE_POOL = "duckdb_warehouse"
-_PROJECT_SOURCE_SUFFIXES = {".sql", ".yml", ".yaml", ".md", ".csv"}
-_GENERATED_DIRS = {"target", "logs", "dbt_packages"}
-
-
-@functools.cache
-def dbt_project() -> DbtProject:
-    """Built on first use, so importing the code location does not touch the dbt project."""
-    return DbtProject(project_dir=DBT_PROJECT_DIR, profiles_dir=DBT_PROJECT_DIR)
-
-
-def dbt_resource() -> DbtCliResource:
-    return DbtCliResource(project_dir=dbt_project())
-
 
 # dagster-dbt gives every invocation its own target/<op>-<run>-<uuid>/ (~3 MB of compiled SQL,
 # run_results.json, the partial manifest); kept forever they grow without bound on a platform
@@ -98,41 +87,6 @@ def prune_dbt_targets(latest: Path, keep: int) -> list[Path]:
     return removed
 
 
-def manifest_is_stale(project_dir: Path, manifest_path: Path) -> bool:
-    if not manifest_path.exists():
-        return True
-    built_at = manifest_path.stat().st_mtime
-    for path in project_dir.rglob("*"):
-        relative = path.relative_to(project_dir)
-        if relative.parts and relative.parts[0] in _GENERATED_DIRS:
-            continue
-        if path.suffix in _PROJECT_SOURCE_SUFFIXES and path.stat().st_mtime > built_at:
-            return True
-    return False
-
-
-def prepare_manifest(project: DbtProject | None = None) -> Path:
-    """Run `dbt parse` when target/manifest.json is missing or older than a project file.
-
-    `DbtProject.prepare_if_dev()` only does this under `dagster dev`; CLI runs, tests and CI go
-    through here so the asset graph always matches the SQL on disk.
-    """
-    project = project or dbt_project()
-    if manifest_is_stale(Path(project.project_dir), Path(project.manifest_path)):
-        # parse renders the profile, which needs a data root; it opens no database
-        DbtCliResource(project_dir=project).cli(
-            ["parse", "--quiet", "--vars", _vars_arg({"data_dir": str(data_dir_from_env())})],
-            target_path=Path(project.target_path),
-        ).wait()
-    return Path(project.manifest_path)
-
-
-@functools.cache
-def dbt_project_vars() -> Mapping[str, Any]:
-    with open(DBT_PROJECT_DIR / "dbt_project.yml") as project_file:
-        return yaml.safe_load(project_file)["vars"]
-
-
 def label_delay_days() -> int:
     """A label for as-of D is final, and written, in the run of knowledge date D + this."""
     project_vars = dbt_project_vars()
@@ -142,10 +96,6 @@ def label_delay_days() -> int:
 def knowledge_date_range(window_start: datetime, window_end: datetime) -> tuple[date, date]:
     """The inclusive knowledge dates of a partition time window (whose end is exclusive)."""
     return window_start.date(), (window_end - timedelta(days=1)).date()
-
-
-def _vars_arg(values: Mapping[str, Any]) -> str:
-    return yaml.safe_dump(dict(values), default_flow_style=True, width=10_000).strip()
 
 
 def duckdb_threads() -> int:
@@ -171,7 +121,7 @@ def dbt_build_args(min_date: date, max_date: date, data_dir: Path) -> list[str]:
         "duckdb_threads": duckdb_threads(),
         "arrival_signatures": arrival_signatures(lake, read_window_start(min_date), max_date),
     }
-    return ["build", "--vars", _vars_arg(dbt_vars)]
+    return ["build", "--vars", vars_arg(dbt_vars)]
 
 
 def as_of_dates_for(model: str, min_date: date, max_date: date) -> list[date]:
@@ -284,7 +234,7 @@ class GoldRunConfig(Config):
 
 
 @dbt_assets(
-    manifest=prepare_manifest(),
+    manifest=load_manifest(),
     project=dbt_project(),
     partitions_def=daily_partitions,
     backfill_policy=BackfillPolicy.single_run(),
