@@ -17,20 +17,22 @@ import pytest
 import yaml
 from dagster import AssetKey, materialize
 
-from refinery.assets.gold import assets as gold_module
 from refinery.assets.gold import export_marts, gold_dbt_models
-from refinery.assets.gold.assets import (
+from refinery.assets.gold.dbt_project import (
+    DBT_PROJECT_DIR,
+    DEFAULT_DUCKDB_MEMORY_LIMIT,
+    memory_limit_gb,
+    prune_dbt_targets,
+)
+from refinery.assets.gold.export import mart_file
+from refinery.assets.gold.plan import (
     MARTS,
     arrival_signatures,
     as_of_dates_for,
     dbt_build_args,
     knowledge_date_range,
     label_delay_days,
-    memory_limit_gb,
-    prune_dbt_targets,
 )
-from refinery.assets.gold.dbt_project import DBT_PROJECT_DIR
-from refinery.assets.gold.export import mart_file
 from refinery.resources import LakeResource
 from refinery.resources.lake import LakePaths, env_int
 from tests.conftest import REPO_DBT_TARGET
@@ -387,7 +389,7 @@ def test_integer_settings_below_their_minimum_are_refused_by_name(monkeypatch):
 
 def test_the_wiring_and_the_dbt_profile_share_one_default_memory_cap(monkeypatch):
     profile = (DBT_PROJECT_DIR / "profiles.yml").read_text()
-    default = gold_module.DEFAULT_DUCKDB_MEMORY_LIMIT
+    default = DEFAULT_DUCKDB_MEMORY_LIMIT
     assert f"env_var('REFINERY_DUCKDB_MEMORY_LIMIT', '{default}')" in profile
     monkeypatch.delenv("REFINERY_DUCKDB_MEMORY_LIMIT", raising=False)
     assert memory_limit_gb() == memory_limit_gb(default)

@@ -1,4 +1,6 @@
-"""The dbt project as Dagster sees it, and how its manifest is prepared (Dagster 1.13's way).
+"""The dbt project as Dagster sees it: where it is, how its manifest is prepared (Dagster 1.13's
+way), how its models and tests are named and described (GoldTranslator), the DuckDB settings of
+its profile, and what is left of its invocations (target dirs, pruned).
 
 The asset graph of gold comes from dbt's target/manifest.json. It is made ahead of time, not when
 the code location loads:
@@ -14,20 +16,31 @@ the code location loads:
   or one older than a SQL/YAML file of the project, fails the load with ManifestNotPrepared,
   naming the command to run: a model edited after `make setup` must not load as the old graph.
 
-Importing this module builds the `DbtProject` (it reads dbt_project.yml, a few hundred bytes),
-and nothing else. It must not import the `refinery.assets.gold` package: `dagster-dbt ...
+Importing this module builds the `DbtProject` (it reads dbt_project.yml, a few hundred bytes)
+and the translator, and nothing else. It must not import the `refinery.assets.gold` package: `dagster-dbt ...
 --file` loads this file alone, before any manifest exists, and the package's wiring needs one.
 """
 
 from __future__ import annotations
 
 import functools
+import os
+import re
+import shutil
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import yaml
-from dagster_dbt import DbtCliResource, DbtProject
+from dagster import AssetKey
+from dagster_dbt import (
+    DagsterDbtTranslator,
+    DagsterDbtTranslatorSettings,
+    DbtCliResource,
+    DbtProject,
+)
+
+from refinery.resources.lake import env_int
 
 DBT_PROJECT_DIR = Path(__file__).resolve().parents[3] / "dbt_project"
 PREPARE_COMMAND = (
@@ -143,3 +156,117 @@ def load_manifest(project: DbtProject | None = None) -> Path:
 def dbt_project_vars() -> Mapping[str, Any]:
     with open(DBT_PROJECT_DIR / "dbt_project.yml") as project_file:
         return yaml.safe_load(project_file)["vars"]
+
+
+def duckdb_threads() -> int:
+    """DuckDB's worker threads in dbt (REFINERY_DUCKDB_THREADS, default: the machine's cores).
+    The marts do not depend on it (money is summed exactly); it only trades speed for cores."""
+    return env_int("REFINERY_DUCKDB_THREADS", os.cpu_count() or 1, minimum=1)
+
+
+# dbt's DuckDB memory cap unless REFINERY_DUCKDB_MEMORY_LIMIT says otherwise; profiles.yml has the
+# same default (a test keeps them equal). The marts are built from per-(user, day) aggregates
+# (dbt_project/models/intermediate), never from events x as-of dates, so one build covers any run.
+DEFAULT_DUCKDB_MEMORY_LIMIT = "3GB"
+_MEMORY_UNITS = {"kb": 1e3, "mb": 1e6, "gb": 1e9, "tb": 1e12}
+_MEMORY_UNITS |= {"kib": 2**10, "mib": 2**20, "gib": 2**30, "tib": 2**40}
+
+
+def memory_limit_gb(raw: str | None = None) -> float:
+    """DuckDB's memory_limit of the dbt profile (REFINERY_DUCKDB_MEMORY_LIMIT, default 3GB)."""
+    if raw is None:
+        raw = os.environ.get("REFINERY_DUCKDB_MEMORY_LIMIT", DEFAULT_DUCKDB_MEMORY_LIMIT)
+    match = re.fullmatch(r"\s*([0-9]+(?:\.[0-9]+)?)\s*([a-zA-Z]+)\s*", raw)
+    if not match or match.group(2).lower() not in _MEMORY_UNITS:
+        raise ValueError(
+            f"REFINERY_DUCKDB_MEMORY_LIMIT={raw!r}: use a size DuckDB reads, e.g. 6GB or 8GiB"
+        )
+    return float(match.group(1)) * _MEMORY_UNITS[match.group(2).lower()] / 1e9
+
+
+# dagster-dbt gives every invocation its own target/<op>-<run>-<uuid>/ (~3 MB of compiled SQL,
+# run_results.json, the partial manifest); kept forever they grow without bound on a platform
+# whose sensors run a build a day and whose backfills run several.
+DEFAULT_DBT_TARGETS_KEPT = 10
+
+
+def targets_kept() -> int:
+    """How many invocation target dirs of the gold op stay (REFINERY_DBT_TARGETS_KEPT)."""
+    return env_int("REFINERY_DBT_TARGETS_KEPT", DEFAULT_DBT_TARGETS_KEPT, minimum=1)
+
+
+def prune_dbt_targets(latest: Path, keep: int) -> list[Path]:
+    """Delete the invocation target dirs beside `latest` (same op, any run), all but the `keep`
+    newest by modification time; `latest` itself always stays. Returns what was deleted.
+
+    Another run's build in progress is among the newest, so it stays unless more than `keep`
+    builds run at once (the warehouse pool lets one run).
+    """
+    if keep < 1:
+        raise ValueError(f"keep must be >= 1 (the latest invocation's target stays), got {keep}")
+    op_name = latest.name.rsplit("-", 2)[0]  # op names cannot contain "-"
+    siblings = [
+        path for path in latest.parent.glob(f"{op_name}-*-*") if path.is_dir() and path != latest
+    ]
+    siblings.sort(key=lambda path: path.stat().st_mtime, reverse=True)
+    removed = siblings[keep - 1 :]
+    for path in removed:
+        shutil.rmtree(path, ignore_errors=True)
+    return removed
+
+
+class GoldTranslator(DagsterDbtTranslator):
+    """Models become gold/<model>; the silver sources are the silver assets the lead defines."""
+
+    def get_asset_key(self, dbt_resource_props: Mapping[str, Any]) -> AssetKey:
+        if dbt_resource_props["resource_type"] == "source":
+            return AssetKey(["silver", dbt_resource_props["name"]])
+        return AssetKey(["gold", dbt_resource_props["name"]])
+
+    def get_group_name(self, dbt_resource_props: Mapping[str, Any]) -> str | None:
+        return "gold"
+
+    def get_asset_check_spec(self, asset_spec, manifest, unique_id, project):
+        """dbt's tests as checks, each described in words (a test's `meta.description` wins):
+        what it asserts, on which columns, and on which rows (its `where`)."""
+        spec = super().get_asset_check_spec(asset_spec, manifest, unique_id, project)
+        if spec is None or spec.description:
+            return spec
+        test = manifest["nodes"].get(unique_id, {})
+        return spec._replace(description=describe_dbt_test(test))
+
+
+_TEST_WORDS = {
+    "not_null": "no null {columns}",
+    "unique": "{columns} unique",
+    "unique_combination_of_columns": "one row per ({columns})",
+    "accepted_values": "{columns} only one of {values}",
+    "accepted_range": "{columns} within [{min_value}, {max_value}]",
+    "relationships": "every {columns} exists in {to}",
+}
+
+
+def describe_dbt_test(test: Mapping[str, Any]) -> str:
+    """A sentence for a dbt generic test from its manifest node."""
+    metadata = test.get("test_metadata") or {}
+    kwargs = metadata.get("kwargs") or {}
+    columns = kwargs.get("combination_of_columns") or [test.get("column_name") or ""]
+    words = {
+        "columns": ", ".join(c for c in columns if c) or "the rows",
+        "values": ", ".join(str(v) for v in kwargs.get("values") or []),
+        "min_value": kwargs.get("min_value", "-inf"),
+        "max_value": kwargs.get("max_value", "inf"),
+        "to": str(kwargs.get("to", "")).replace("ref(", "").strip("()'\" "),
+    }
+    name = metadata.get("name") or test.get("name", "test")
+    sentence = _TEST_WORDS.get(name, name.replace("_", " ") + " on {columns}").format(**words)
+    where = (test.get("config") or {}).get("where")
+    rows = " (rows of the run's dates)" if where else ""
+    severity = (test.get("config") or {}).get("severity", "error").lower()
+    blocks = "; blocks the marts when it fails" if severity == "error" else ""
+    return f"dbt test: {sentence}{rows}{blocks}."
+
+
+gold_translator = GoldTranslator(
+    settings=DagsterDbtTranslatorSettings(enable_asset_checks=True, enable_code_references=True)
+)

@@ -34,17 +34,19 @@ from dagster import (
 )
 from pydantic import Field
 
-from refinery.assets.ml.drift import (
+from refinery.assets.ml.drift.render import (
+    distribution_bars_markdown,
+    distribution_chart_svg,
+    markdown_summary,
+    svg_markdown_image,
+)
+from refinery.assets.ml.drift.report import (
     VERDICT_DRIFT,
     VERDICT_NO_DRIFT,
     DriftThresholds,
     build_drift_report,
-    distribution_bars_markdown,
-    distribution_chart_svg,
     feature_table,
-    markdown_summary,
     no_reference_report,
-    svg_markdown_image,
 )
 from refinery.assets.ml.profile import LABEL_COLUMN, profile_against
 from refinery.faults import kill_point
@@ -70,7 +72,7 @@ FLOAT_DIGITS = 4  # shares and rates in the UI; report.json keeps full precision
 
 
 class DriftReportConfig(Config):
-    """Window and thresholds; defaults and their sources are in `refinery.assets.ml.drift`."""
+    """Window and thresholds; defaults and their sources are in `refinery.assets.ml.drift.report`."""
 
     window: int = Field(
         default_factory=lambda: env_int("REFINERY_DRIFT_WINDOW_DAYS", 7),
@@ -235,7 +237,8 @@ def compute_drift_report(
     config: DriftReportConfig,
     reference: tuple[str, dict[str, Any]] | None = None,
 ) -> DriftReportResult:
-    """Build and write the report; the pure statistics live in `refinery.assets.ml.drift`.
+    """Build and write the report; the pure statistics, verdicts and rendering live in
+    `refinery.assets.ml.drift`.
 
     `reference` is (version, profile); by default the latest published version's profile.
     """

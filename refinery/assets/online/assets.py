@@ -18,7 +18,7 @@ from dagster import (
     asset,
 )
 
-from refinery.assets.gold.assets import knowledge_date_range
+from refinery.assets.gold.plan import knowledge_date_range
 from refinery.online.parity import check_parity
 from refinery.online.records import end_of_day
 from refinery.online.resource import OnlineStoreResource
