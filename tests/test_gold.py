@@ -23,6 +23,7 @@ from refinery.assets.gold.dbt_project import (
     DEFAULT_DUCKDB_MEMORY_LIMIT,
     memory_limit_gb,
     prune_dbt_targets,
+    targets_kept,
 )
 from refinery.assets.gold.export import mart_file
 from refinery.assets.gold.plan import (
@@ -34,7 +35,7 @@ from refinery.assets.gold.plan import (
     label_delay_days,
 )
 from refinery.resources import LakeResource
-from refinery.resources.lake import LakePaths, env_int
+from refinery.resources.lake import LakePaths
 from tests.conftest import REPO_DBT_TARGET
 from tests.gold_fixtures import (
     FIRST_DAY,
@@ -378,13 +379,13 @@ def test_dbt_targets_are_pruned_to_the_newest_and_the_latest_always_stays(tmp_pa
 def test_integer_settings_below_their_minimum_are_refused_by_name(monkeypatch):
     name = "REFINERY_DBT_TARGETS_KEPT"
     monkeypatch.delenv(name, raising=False)
-    assert env_int(name, 10, minimum=1) == 10
+    assert targets_kept() == 10
     monkeypatch.setenv(name, "3")
-    assert env_int(name, 10, minimum=1) == 3
+    assert targets_kept() == 3
     for bad, message in (("0", "must be >= 1"), ("-2", "must be >= 1"), ("ten", "not an integer")):
         monkeypatch.setenv(name, bad)
         with pytest.raises(ValueError, match=f"{name}=.*{message}"):
-            env_int(name, 10, minimum=1)
+            targets_kept()
 
 
 def test_the_wiring_and_the_dbt_profile_share_one_default_memory_cap(monkeypatch):

@@ -24,8 +24,6 @@ and the translator, and nothing else. It must not import the `refinery.assets.go
 from __future__ import annotations
 
 import functools
-import os
-import re
 import shutil
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -40,7 +38,7 @@ from dagster_dbt import (
     DbtProject,
 )
 
-from refinery.resources.lake import env_int
+from refinery import settings
 
 DBT_PROJECT_DIR = Path(__file__).resolve().parents[3] / "dbt_project"
 PREPARE_COMMAND = (
@@ -161,38 +159,34 @@ def dbt_project_vars() -> Mapping[str, Any]:
 def duckdb_threads() -> int:
     """DuckDB's worker threads in dbt (REFINERY_DUCKDB_THREADS, default: the machine's cores).
     The marts do not depend on it (money is summed exactly); it only trades speed for cores."""
-    return env_int("REFINERY_DUCKDB_THREADS", os.cpu_count() or 1, minimum=1)
+    return settings.DUCKDB_THREADS.get()
 
 
 # dbt's DuckDB memory cap unless REFINERY_DUCKDB_MEMORY_LIMIT says otherwise; profiles.yml has the
 # same default (a test keeps them equal). The marts are built from per-(user, day) aggregates
 # (dbt_project/models/intermediate), never from events x as-of dates, so one build covers any run.
-DEFAULT_DUCKDB_MEMORY_LIMIT = "3GB"
-_MEMORY_UNITS = {"kb": 1e3, "mb": 1e6, "gb": 1e9, "tb": 1e12}
-_MEMORY_UNITS |= {"kib": 2**10, "mib": 2**20, "gib": 2**30, "tib": 2**40}
+DEFAULT_DUCKDB_MEMORY_LIMIT = settings.DUCKDB_MEMORY_LIMIT.default
 
 
 def memory_limit_gb(raw: str | None = None) -> float:
-    """DuckDB's memory_limit of the dbt profile (REFINERY_DUCKDB_MEMORY_LIMIT, default 3GB)."""
+    """DuckDB's memory_limit of the dbt profile in GB (REFINERY_DUCKDB_MEMORY_LIMIT, default
+    3GB), or of `raw`; a size DuckDB does not read raises, naming the variable."""
     if raw is None:
-        raw = os.environ.get("REFINERY_DUCKDB_MEMORY_LIMIT", DEFAULT_DUCKDB_MEMORY_LIMIT)
-    match = re.fullmatch(r"\s*([0-9]+(?:\.[0-9]+)?)\s*([a-zA-Z]+)\s*", raw)
-    if not match or match.group(2).lower() not in _MEMORY_UNITS:
-        raise ValueError(
-            f"REFINERY_DUCKDB_MEMORY_LIMIT={raw!r}: use a size DuckDB reads, e.g. 6GB or 8GiB"
-        )
-    return float(match.group(1)) * _MEMORY_UNITS[match.group(2).lower()] / 1e9
+        return settings.size_gb(settings.DUCKDB_MEMORY_LIMIT.get())
+    return settings.size_gb(
+        settings.DUCKDB_MEMORY_LIMIT.get({settings.DUCKDB_MEMORY_LIMIT.env: raw})
+    )
 
 
 # dagster-dbt gives every invocation its own target/<op>-<run>-<uuid>/ (~3 MB of compiled SQL,
 # run_results.json, the partial manifest); kept forever they grow without bound on a platform
 # whose sensors run a build a day and whose backfills run several.
-DEFAULT_DBT_TARGETS_KEPT = 10
+DEFAULT_DBT_TARGETS_KEPT = settings.DBT_TARGETS_KEPT.default
 
 
 def targets_kept() -> int:
     """How many invocation target dirs of the gold op stay (REFINERY_DBT_TARGETS_KEPT)."""
-    return env_int("REFINERY_DBT_TARGETS_KEPT", DEFAULT_DBT_TARGETS_KEPT, minimum=1)
+    return settings.DBT_TARGETS_KEPT.get()
 
 
 def prune_dbt_targets(latest: Path, keep: int) -> list[Path]:

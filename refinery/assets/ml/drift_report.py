@@ -34,6 +34,7 @@ from dagster import (
 )
 from pydantic import Field
 
+from refinery import settings
 from refinery.assets.ml.drift.render import (
     distribution_bars_markdown,
     distribution_chart_svg,
@@ -53,9 +54,6 @@ from refinery.faults import kill_point
 from refinery.resources import LakeResource
 from refinery.resources.lake import (
     LakePaths,
-    env_float,
-    env_int,
-    env_list,
     replace_dir_atomic,
     write_parquet_atomic,
 )
@@ -75,7 +73,7 @@ class DriftReportConfig(Config):
     """Window and thresholds; defaults and their sources are in `refinery.assets.ml.drift.report`."""
 
     window: int = Field(
-        default_factory=lambda: env_int("REFINERY_DRIFT_WINDOW_DAYS", 7),
+        default_factory=settings.DRIFT_WINDOW_DAYS.get,
         description="latest as-of dates compared with the reference",
     )
     as_of_dates: list[str] = Field(default_factory=list)
@@ -84,11 +82,11 @@ class DriftReportConfig(Config):
     wasserstein: float = 0.1
     missing_rate_change: float = 0.05
     drift_share: float = Field(
-        default_factory=lambda: env_float("REFINERY_DRIFT_SHARE", 0.5),
+        default_factory=settings.DRIFT_SHARE.get,
         description="share of drifted features that makes the dataset verdict drift",
     )
     key_features: list[str] = Field(
-        default_factory=lambda: env_list("REFINERY_DRIFT_KEY_FEATURES"),
+        default_factory=lambda: list(settings.DRIFT_KEY_FEATURES.get()),
         description="features any of which drifting makes the verdict drift",
     )
     numeric_tests: list[str] = Field(default_factory=lambda: ["psi", "wasserstein"])
