@@ -17,7 +17,7 @@ from pathlib import Path
 
 import polars as pl
 
-from refinery.assets.ml.drift import DriftThresholds, build_drift_report
+from refinery.assets.ml.drift.report import DriftThresholds, build_drift_report
 from refinery.assets.ml.drift_report import FEATURES_MODEL, read_window
 from refinery.assets.ml.profile import profile_against
 from refinery.resources.lake import LakePaths

@@ -277,7 +277,7 @@ def check_equal(lake_root: Path, other: Path, first: date, last: date, what: str
 
     The reference is what refinery's run over knowledge dates first..last wrote, as refinery
     itself counts the as-of dates (the label delay comes from dbt_project.yml, not a copy)."""
-    from refinery.assets.gold.assets import as_of_dates_for
+    from refinery.assets.gold.plan import as_of_dates_for
 
     checks = {}
     for model in ("user_daily_features", "training_examples"):

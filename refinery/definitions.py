@@ -1,6 +1,17 @@
 """The refinery code location (`dagster ... -m refinery.definitions`): the concerns of
 `refinery.defs` (ingest, gold, ml, online) merged with the shared resources and executor, and
-the catalog (owners, tags, code references, code versions, freshness) applied to every asset."""
+the catalog (owners, tags, code references, code versions, freshness) applied to every asset.
+
+The Definitions are built when this module is imported (one module-scope object, what
+`dagster -m`, `dg check defs` and the tests load). Building them reads, and only reads:
+- the prepared dbt manifest (`refinery.assets.gold.dbt_project`; dbt runs only under
+  `dagster dev`, and a missing or stale manifest fails the load naming `make setup`);
+- the settings Dagster needs then (`refinery.settings.READ_AT_LOAD`): the partition axis
+  (REFINERY_PARTITIONS_START, else the first landed day under REFINERY_DATA_DIR), the sensors'
+  interval, the quality policy's defaults and the code references' git links;
+- three folder listings under the data root (`refinery.partitions`).
+Every other setting is read by the run or tick that uses it.
+"""
 
 import warnings
 

@@ -15,6 +15,8 @@ could hold data, not days since a made-up start:
    without it, such as pytest importing the code location, never reads the repo's `./data`:
    a demo lake there must not move the start past the dates of the tests' own lakes.)
 
+Both settings (refinery.settings) are read when this module is imported, i.e. when the code
+location's definitions are built: Dagster needs the partitions definition then.
 Reading the data root when the code location loads is a side effect, but a bounded, read-only
 one: three folder listings of landing/ and of lake/bronze/ (no file is opened, nothing is
 written). A Dagster partitions definition must be static at load; the alternative (a dynamic
@@ -27,13 +29,13 @@ Deployment → Reload, or restart `make dev`), which moves the start back to it.
 from __future__ import annotations
 
 import datetime as dt
-import os
 import re
 from collections.abc import Mapping
 from pathlib import Path
 
 from dagster import DailyPartitionsDefinition
 
+from refinery import settings
 from refinery.resources.lake import SOURCES
 
 DEFAULT_PARTITIONS_START = "2025-01-01"
@@ -88,16 +90,13 @@ def partitions_start(
     today: dt.date | None = None,
 ) -> str:
     """The first partition key (see the module docstring for the order of precedence)."""
-    environ = os.environ if environ is None else environ
-    explicit = environ.get("REFINERY_PARTITIONS_START")
+    explicit = settings.PARTITIONS_START.get(environ)
     if explicit:
-        if _as_date(explicit) is None:
-            raise ValueError(f"REFINERY_PARTITIONS_START={explicit!r} is not a YYYY-MM-DD date")
         return explicit
     if data_root is None:
-        if not environ.get("REFINERY_DATA_DIR"):
+        if not settings.DATA_DIR.is_set(environ):
             return DEFAULT_PARTITIONS_START
-        data_root = Path(environ["REFINERY_DATA_DIR"]).resolve()
+        data_root = settings.DATA_DIR.get(environ)
     first = first_arrival_date(data_root, today)
     return first.isoformat() if first else DEFAULT_PARTITIONS_START
 

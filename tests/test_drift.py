@@ -10,10 +10,8 @@ from dagster import AssetCheckSeverity, DagsterInstance, materialize
 from scipy import stats
 from scipy.spatial.distance import jensenshannon
 
-from refinery.assets.ml.drift import (
-    DriftThresholds,
-    build_drift_report,
-    feature_table,
+from refinery.assets.ml.drift.report import DriftThresholds, build_drift_report, feature_table
+from refinery.assets.ml.drift.statistics import (
     jensen_shannon_distance,
     ks_from_quantiles,
     ks_p_value,

@@ -17,21 +17,25 @@ import pytest
 import yaml
 from dagster import AssetKey, materialize
 
-from refinery.assets.gold import assets as gold_module
 from refinery.assets.gold import export_marts, gold_dbt_models
-from refinery.assets.gold.assets import (
+from refinery.assets.gold.dbt_project import (
+    DBT_PROJECT_DIR,
+    DEFAULT_DUCKDB_MEMORY_LIMIT,
+    memory_limit_gb,
+    prune_dbt_targets,
+    targets_kept,
+)
+from refinery.assets.gold.export import mart_file
+from refinery.assets.gold.plan import (
     MARTS,
     arrival_signatures,
     as_of_dates_for,
     dbt_build_args,
     knowledge_date_range,
     label_delay_days,
-    memory_limit_gb,
-    prune_dbt_targets,
 )
-from refinery.assets.gold.export import mart_file
 from refinery.resources import LakeResource
-from refinery.resources.lake import LakePaths, env_int
+from refinery.resources.lake import LakePaths
 from tests.conftest import REPO_DBT_TARGET
 from tests.gold_fixtures import (
     FIRST_DAY,
@@ -375,18 +379,18 @@ def test_dbt_targets_are_pruned_to_the_newest_and_the_latest_always_stays(tmp_pa
 def test_integer_settings_below_their_minimum_are_refused_by_name(monkeypatch):
     name = "REFINERY_DBT_TARGETS_KEPT"
     monkeypatch.delenv(name, raising=False)
-    assert env_int(name, 10, minimum=1) == 10
+    assert targets_kept() == 10
     monkeypatch.setenv(name, "3")
-    assert env_int(name, 10, minimum=1) == 3
+    assert targets_kept() == 3
     for bad, message in (("0", "must be >= 1"), ("-2", "must be >= 1"), ("ten", "not an integer")):
         monkeypatch.setenv(name, bad)
         with pytest.raises(ValueError, match=f"{name}=.*{message}"):
-            env_int(name, 10, minimum=1)
+            targets_kept()
 
 
 def test_the_wiring_and_the_dbt_profile_share_one_default_memory_cap(monkeypatch):
-    profile = (gold_module.DBT_PROJECT_DIR / "profiles.yml").read_text()
-    default = gold_module.DEFAULT_DUCKDB_MEMORY_LIMIT
+    profile = (DBT_PROJECT_DIR / "profiles.yml").read_text()
+    default = DEFAULT_DUCKDB_MEMORY_LIMIT
     assert f"env_var('REFINERY_DUCKDB_MEMORY_LIMIT', '{default}')" in profile
     monkeypatch.delenv("REFINERY_DUCKDB_MEMORY_LIMIT", raising=False)
     assert memory_limit_gb() == memory_limit_gb(default)

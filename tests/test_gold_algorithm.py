@@ -15,7 +15,8 @@ import polars as pl
 import pytest
 from polars.testing import assert_frame_equal
 
-from refinery.assets.gold.assets import DBT_PROJECT_DIR, label_delay_days
+from refinery.assets.gold.dbt_project import DBT_PROJECT_DIR
+from refinery.assets.gold.plan import label_delay_days
 from refinery.resources.lake import LakePaths, write_parquet_atomic
 from tests.gold_fixtures import run_gold as gold_run
 from tests.gold_reference import reference_features, reference_labels, write_hostile_silver

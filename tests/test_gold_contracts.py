@@ -14,7 +14,7 @@ import pandera.errors
 import polars as pl
 import pytest
 
-from refinery.assets.gold.assets import DBT_PROJECT_DIR
+from refinery.assets.gold.dbt_project import DBT_PROJECT_DIR
 from refinery.contracts.gold import declared_columns, gold_contract
 from tests.gold_fixtures import write_silver
 from tests.test_gold_checks import declared_frame

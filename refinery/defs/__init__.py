@@ -9,7 +9,7 @@ merges them and applies the catalog (`refinery.defs.catalog`) to every asset.
 | `ml` | ml/training_dataset, ml/feature_drift_report | training_set_job / drift_sensor, drift_report_job / drift_report_automation |
 | `online` | online/user_features | (run by ingest_job) |
 
-Importing these modules defines objects and nothing else (no run, no write); the two reads at
-load are documented where they happen (`refinery.partitions`: the first landed day;
-`refinery.assets.gold`: the dbt manifest).
+Importing these modules defines objects and nothing else (no run, no write, no dbt); what they
+read at load is listed in `refinery.definitions` (the prepared dbt manifest, the first landed
+day, and the settings of `refinery.settings.READ_AT_LOAD`).
 """

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import hashlib
 import inspect
-import os
 import sys
 import warnings
 from collections.abc import Mapping, Sequence
@@ -37,6 +36,8 @@ from dagster import (
     link_code_references_to_git,
     with_source_code_references,
 )
+
+from refinery import settings
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 PACKAGE = "refinery"
@@ -133,17 +134,16 @@ def with_code_versions(assets: Sequence) -> list:
 
 def code_referenced(assets: Sequence, environ: Mapping[str, str] | None = None) -> list:
     """Code references on every asset, linked into git when REFINERY_GIT_URL is set."""
-    environ = os.environ if environ is None else environ
     referenced = list(with_source_code_references(list(assets)))
-    git_url = environ.get("REFINERY_GIT_URL")
+    git_url = settings.GIT_URL.get(environ)
     if not git_url:
         return referenced
     return list(
         link_code_references_to_git(
             referenced,
             git_url=git_url.rstrip("/"),
-            git_branch=environ.get("REFINERY_GIT_BRANCH", "main"),
-            platform=environ.get("REFINERY_GIT_PLATFORM") or None,
+            git_branch=settings.GIT_BRANCH.get(environ),
+            platform=settings.GIT_PLATFORM.get(environ),
             file_path_mapping=AnchorBasedFilePathMapping(
                 local_file_anchor=REPO_ROOT / "pyproject.toml",
                 file_anchor_path_in_repository="pyproject.toml",

@@ -8,13 +8,13 @@ client.features(["u1", "u2"], as_of="2025-01-05")  # point in time, from the gol
 
 from __future__ import annotations
 
-import os
 from datetime import date
 from typing import Any, Self
 
 import httpx
 
-from refinery.online.server import DEFAULT_HOST, DEFAULT_PORT, MAX_BATCH
+from refinery import settings
+from refinery.online.server import DEFAULT_HOST, MAX_BATCH
 
 
 class FeatureServiceError(RuntimeError):
@@ -25,7 +25,7 @@ class FeatureServiceError(RuntimeError):
 
 
 def default_url() -> str:
-    return f"http://{DEFAULT_HOST}:{os.environ.get('REFINERY_SERVE_PORT', DEFAULT_PORT)}"
+    return f"http://{DEFAULT_HOST}:{settings.SERVE_PORT.get()}"
 
 
 class FeatureClient:

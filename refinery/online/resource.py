@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 from dagster import ConfigurableResource
 from pydantic import Field
 
+from refinery import settings
 from refinery.online.store import OnlineStore, open_store
-
-STORE_ENV = "REFINERY_ONLINE_STORE"
 
 
 class OnlineStoreResource(ConfigurableResource):
@@ -22,7 +20,7 @@ class OnlineStoreResource(ConfigurableResource):
     )
 
     def store_url(self) -> str:
-        return self.url or os.environ.get(STORE_ENV) or "sqlite"
+        return self.url or settings.ONLINE_STORE.get()
 
     def open(self, data_root: Path, *, readonly: bool = False) -> OnlineStore:
         return open_store(self.store_url(), data_root, readonly=readonly)

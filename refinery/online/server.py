@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import functools
 import json
-import os
 import threading
 import time
 from collections import defaultdict, deque
@@ -33,12 +32,13 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, Field
 
+from refinery import settings
 from refinery.online.offline import NoFeaturesForDate, features_as_of
 from refinery.online.records import end_of_day
 from refinery.online.store import OnlineStore, StoreUnavailable, open_store
 
-DEFAULT_HOST = "127.0.0.1"
-DEFAULT_PORT = 8000
+DEFAULT_HOST = settings.SERVE_HOST.default
+DEFAULT_PORT = settings.SERVE_PORT.default
 MAX_BATCH = 1000
 MAX_USER_ID_LENGTH = 256
 META_TTL_SECONDS = 1.0
@@ -333,7 +333,7 @@ def app_from_env(store_url: str | None = None, data_dir: str | None = None) -> F
     from refinery.resources import LakeResource
 
     paths = LakeResource(data_dir=data_dir).paths
-    url = store_url or os.environ.get("REFINERY_ONLINE_STORE")
+    url = store_url or settings.ONLINE_STORE.get()
     return create_app(open_store(url, paths.root, readonly=True), paths.lake / "gold")
 
 
@@ -341,10 +341,8 @@ def main(argv: list[str] | None = None) -> None:
     import uvicorn
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--host", default=os.environ.get("REFINERY_SERVE_HOST", DEFAULT_HOST))
-    parser.add_argument(
-        "--port", type=int, default=int(os.environ.get("REFINERY_SERVE_PORT", DEFAULT_PORT))
-    )
+    parser.add_argument("--host", default=settings.SERVE_HOST.get())
+    parser.add_argument("--port", type=int, default=settings.SERVE_PORT.get())
     parser.add_argument("--store", default=None, help="default $REFINERY_ONLINE_STORE or sqlite")
     parser.add_argument("--data-dir", default=None, help="default $REFINERY_DATA_DIR or ./data")
     args = parser.parse_args(argv)

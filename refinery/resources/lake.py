@@ -12,12 +12,15 @@ from pathlib import Path
 
 import polars as pl
 
+from refinery import settings
+
 DEFAULT_DATA_DIR = "./data"
 SOURCES = ("events", "users", "products")
 
 
 def data_dir_from_env() -> Path:
-    return Path(os.environ.get("REFINERY_DATA_DIR", DEFAULT_DATA_DIR)).resolve()
+    """The data root of the settings (REFINERY_DATA_DIR, default ./data), read now."""
+    return settings.DATA_DIR.get()
 
 
 @dataclass(frozen=True)
@@ -180,28 +183,3 @@ def replace_dir_atomic(staging: Path, target: Path) -> None:
         shutil.rmtree(old, ignore_errors=True)
         return
     os.replace(staging, target)
-
-
-def env_int(name: str, default: int, minimum: int | None = None) -> int:
-    """An integer setting an operator may override in the environment (sensor-triggered runs
-    take their config defaults from here); below `minimum` it is refused, naming the setting."""
-    raw = os.environ.get(name)
-    try:
-        value = int(raw) if raw else default
-    except ValueError as exc:
-        raise ValueError(f"{name}={raw!r} is not an integer") from exc
-    if minimum is not None and value < minimum:
-        raise ValueError(f"{name}={raw!r} must be >= {minimum}")
-    return value
-
-
-def env_float(name: str, default: float) -> float:
-    raw = os.environ.get(name)
-    try:
-        return float(raw) if raw else default
-    except ValueError as exc:
-        raise ValueError(f"{name}={raw!r} is not a number") from exc
-
-
-def env_list(name: str) -> list[str]:
-    return [item.strip() for item in os.environ.get(name, "").split(",") if item.strip()]

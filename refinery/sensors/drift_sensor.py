@@ -33,7 +33,7 @@ from dagster import (
     sensor,
 )
 
-from refinery.assets.ml.drift import VERDICT_DRIFT
+from refinery.assets.ml.drift.report import VERDICT_DRIFT
 from refinery.assets.ml.drift_report import (
     EXAMPLES_MODEL,
     REPORT_KEY,

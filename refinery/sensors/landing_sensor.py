@@ -1,7 +1,6 @@
 """landing_sensor: ingest each arrival date once, and again only if its files change."""
 
 import json
-import os
 
 from dagster import (
     AssetKey,
@@ -13,6 +12,7 @@ from dagster import (
     sensor,
 )
 
+from refinery import settings
 from refinery.assets.gold import gold_assets
 from refinery.assets.online import ONLINE_KEY
 from refinery.partitions import PARTITIONS_START, daily_partitions
@@ -55,7 +55,7 @@ def assets_for(sources: tuple[str, ...]) -> list[AssetKey]:
 )
 def landing_sensor(context: SensorEvaluationContext, lake: LakeResource):
     seen: dict[str, str] = json.loads(context.cursor) if context.cursor else {}
-    settle = float(os.environ.get("REFINERY_LANDING_SETTLE_SECONDS", "10"))
+    settle = settings.LANDING_SETTLE_SECONDS.get()
     survey = survey_landing(
         lake.paths.landing,
         settle_seconds=settle,

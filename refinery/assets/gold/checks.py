@@ -12,8 +12,8 @@ from dagster import (
     asset_check,
 )
 
-from refinery.assets.gold.assets import as_of_dates_for
 from refinery.assets.gold.export import mart_file
+from refinery.assets.gold.plan import as_of_dates_for
 from refinery.assets.metadata import contract_check
 from refinery.contracts.gold import gold_contract
 from refinery.resources import LakeResource

@@ -11,6 +11,9 @@ raised limit) makes a new materialization whose checks pass, and gold reads it a
 
 A partition never materialized through Dagster (files written by hand) has no checks to consult
 and is read as it is.
+
+`silver_reads` says which partitions a run reads, `blocked_partitions` which of them are blocked,
+and `check_silver_gate` (what the gold asset calls) fails the run naming them.
 """
 
 from __future__ import annotations
@@ -18,15 +21,23 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date, timedelta
+from typing import Any
 
 from dagster import (
     AssetCheckKey,
+    AssetExecutionContext,
     AssetKey,
     AssetRecordsFilter,
     DagsterEventType,
     DagsterInstance,
+    Failure,
+    MetadataValue,
 )
 from dagster._core.storage.asset_check_execution_record import AssetCheckExecutionRecordStatus
+
+from refinery.assets.gold.dbt_project import dbt_project_vars
+from refinery.assets.silver.assets import silver_assets
+from refinery.resources.lake import LakePaths
 
 SNAPSHOT_TABLES = ("users", "products")
 _HISTORY_PAGE = 500
@@ -159,4 +170,68 @@ def blocked_message(blocked: Sequence[BlockedPartition]) -> str:
         f"nothing was built:\n{lines}\n"
         "Fix the partition (re-deliver its landing files, or raise the limit), re-materialize it "
         "(bronze and silver for that date), then re-run gold."
+    )
+
+
+def silver_reads(
+    paths: LakePaths, instance: Any, min_date: date, max_date: date
+) -> dict[AssetKey, list[str]]:
+    """The silver partitions a run over knowledge dates [min_date, max_date] reads, per asset."""
+    project_vars = dbt_project_vars()
+    lookback = max(
+        int(project_vars["feature_window_days"]), int(project_vars["recency_lookback_days"])
+    )
+    reads = {AssetKey(["silver", "events"]): event_partitions_read(min_date, max_date, lookback)}
+    for table in SNAPSHOT_TABLES:
+        key = AssetKey(["silver", table])
+        known = set(instance.get_materialized_partitions(key)) | set(
+            paths.existing_partitions("silver", table)
+        )
+        reads[key] = snapshot_partitions_read(min_date, max_date, known)
+    return reads
+
+
+def silver_blocking_checks() -> dict[AssetKey, list[str]]:
+    """The blocking checks of the silver assets, as silver defines them."""
+    checks: dict[AssetKey, list[str]] = {}
+    for assets_def in silver_assets:
+        for spec in assets_def.check_specs:
+            if spec.blocking:
+                checks.setdefault(spec.asset_key, []).append(spec.name)
+    return checks
+
+
+def check_silver_gate(
+    context: AssetExecutionContext, paths: LakePaths, min_date: date, max_date: date
+) -> None:
+    """Fail the run, naming partitions and checks, if it would read a silver partition whose
+    latest blocking check did not pass."""
+    reads = silver_reads(paths, context.instance, min_date, max_date)
+    blocked = blocked_partitions(
+        context.instance, reads, silver_blocking_checks(), current_run_id=context.run.run_id
+    )
+    if blocked:
+        message = blocked_message(blocked)
+        context.log.error(message)
+        raise Failure(
+            description=message,
+            metadata={
+                "blocked_partitions": MetadataValue.json(
+                    [
+                        {
+                            "asset": b.asset_key.to_user_string(),
+                            "partition": b.partition,
+                            "check": b.check_name,
+                            "run_id": b.run_id,
+                        }
+                        for b in blocked
+                    ]
+                )
+            },
+        )
+    context.log.info(
+        "gate: no blocking silver check failed in "
+        + ", ".join(
+            f"{key.to_user_string()} ({len(parts)} partitions)" for key, parts in reads.items()
+        )
     )

@@ -34,26 +34,26 @@ from dagster import (
 )
 from pydantic import Field
 
-from refinery.assets.ml.drift import (
+from refinery import settings
+from refinery.assets.ml.drift.render import (
+    distribution_bars_markdown,
+    distribution_chart_svg,
+    markdown_summary,
+    svg_markdown_image,
+)
+from refinery.assets.ml.drift.report import (
     VERDICT_DRIFT,
     VERDICT_NO_DRIFT,
     DriftThresholds,
     build_drift_report,
-    distribution_bars_markdown,
-    distribution_chart_svg,
     feature_table,
-    markdown_summary,
     no_reference_report,
-    svg_markdown_image,
 )
 from refinery.assets.ml.profile import LABEL_COLUMN, profile_against
 from refinery.faults import kill_point
 from refinery.resources import LakeResource
 from refinery.resources.lake import (
     LakePaths,
-    env_float,
-    env_int,
-    env_list,
     replace_dir_atomic,
     write_parquet_atomic,
 )
@@ -70,10 +70,10 @@ FLOAT_DIGITS = 4  # shares and rates in the UI; report.json keeps full precision
 
 
 class DriftReportConfig(Config):
-    """Window and thresholds; defaults and their sources are in `refinery.assets.ml.drift`."""
+    """Window and thresholds; defaults and their sources are in `refinery.assets.ml.drift.report`."""
 
     window: int = Field(
-        default_factory=lambda: env_int("REFINERY_DRIFT_WINDOW_DAYS", 7),
+        default_factory=settings.DRIFT_WINDOW_DAYS.get,
         description="latest as-of dates compared with the reference",
     )
     as_of_dates: list[str] = Field(default_factory=list)
@@ -82,11 +82,11 @@ class DriftReportConfig(Config):
     wasserstein: float = 0.1
     missing_rate_change: float = 0.05
     drift_share: float = Field(
-        default_factory=lambda: env_float("REFINERY_DRIFT_SHARE", 0.5),
+        default_factory=settings.DRIFT_SHARE.get,
         description="share of drifted features that makes the dataset verdict drift",
     )
     key_features: list[str] = Field(
-        default_factory=lambda: env_list("REFINERY_DRIFT_KEY_FEATURES"),
+        default_factory=lambda: list(settings.DRIFT_KEY_FEATURES.get()),
         description="features any of which drifting makes the verdict drift",
     )
     numeric_tests: list[str] = Field(default_factory=lambda: ["psi", "wasserstein"])
@@ -235,7 +235,8 @@ def compute_drift_report(
     config: DriftReportConfig,
     reference: tuple[str, dict[str, Any]] | None = None,
 ) -> DriftReportResult:
-    """Build and write the report; the pure statistics live in `refinery.assets.ml.drift`.
+    """Build and write the report; the pure statistics, verdicts and rendering live in
+    `refinery.assets.ml.drift`.
 
     `reference` is (version, profile); by default the latest published version's profile.
     """

@@ -29,6 +29,7 @@ from dagster import (
 )
 from pydantic import Field
 
+from refinery import settings
 from refinery.assets.ml.profile import build_profile
 from refinery.assets.ml.split_checks import (
     DEFAULT_MAX_LABEL_RATE_RATIO,
@@ -59,7 +60,7 @@ from refinery.assets.ml.splits import (
 )
 from refinery.faults import kill_point
 from refinery.resources import LakeResource
-from refinery.resources.lake import LakePaths, env_int
+from refinery.resources.lake import LakePaths
 from refinery.resources.registry import DvcRegistry
 
 TRAINING_EXAMPLES = AssetKey(["gold", "training_examples"])
@@ -69,7 +70,7 @@ FLOAT_DIGITS = 4  # label rates and shares in the UI; metadata.json keeps 6
 
 class TrainingDatasetConfig(Config):
     window_days: int = Field(
-        default_factory=lambda: env_int("REFINERY_TRAINING_WINDOW_DAYS", 28),
+        default_factory=settings.TRAINING_WINDOW_DAYS.get,
         description="Latest labelled as-of dates to use.",
     )
     validation_days: int = Field(default=3, description="Newest-but-test as-of dates.")
@@ -80,7 +81,7 @@ class TrainingDatasetConfig(Config):
         f"({LABEL_HORIZON_DAYS}).",
     )
     feature_warmup_days: int = Field(
-        default_factory=lambda: env_int("REFINERY_FEATURE_WARMUP_DAYS", 30),
+        default_factory=settings.FEATURE_WARMUP_DAYS.get,
         description="Skip as-of dates closer than this to the first day of data: their windowed "
         "features (30-day windows) are not yet complete.",
     )

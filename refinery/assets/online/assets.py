@@ -18,19 +18,19 @@ from dagster import (
     asset,
 )
 
-from refinery.assets.gold.assets import knowledge_date_range
+from refinery import settings
+from refinery.assets.gold.plan import knowledge_date_range
 from refinery.online.parity import check_parity
 from refinery.online.records import end_of_day
 from refinery.online.resource import OnlineStoreResource
 from refinery.online.sync import sync_dates
 from refinery.partitions import daily_partitions
 from refinery.resources import LakeResource
-from refinery.resources.lake import env_int
 
 ONLINE_KEY = AssetKey(["online", "user_features"])
 GOLD_FEATURES_KEY = AssetKey(["gold", "user_daily_features"])
 PARITY_CHECK = "serving_parity"
-DEFAULT_PARITY_SAMPLE = 200
+DEFAULT_PARITY_SAMPLE = settings.ONLINE_PARITY_SAMPLE.default
 
 
 def training_set_version(lake: LakeResource) -> str | None:
@@ -104,7 +104,7 @@ def online_user_features(
                 "training_set_version": version or "none",
             },
         )
-        sample_size = env_int("REFINERY_ONLINE_PARITY_SAMPLE", DEFAULT_PARITY_SAMPLE, minimum=1)
+        sample_size = settings.ONLINE_PARITY_SAMPLE.get()
         # users written by this run first (what it changed), topped up with random stored users
         report = check_parity(
             store, gold_dir, sample_size, must_include=stats.written_users[:sample_size]

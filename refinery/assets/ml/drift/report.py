@@ -1,4 +1,5 @@
-"""Drift statistics between a reference profile and current data, and the report built from them.
+"""The drift report: per feature, the statistics (`drift.statistics`) of a reference profile and
+the current data, judged against thresholds; then the dataset verdict and the label rate.
 
 Everything here is pure: profiles (dicts from `refinery.assets.ml.profile`) in, numbers and a
 report dict out. The Dagster asset only reads Parquet, calls these and writes the result.
@@ -30,18 +31,23 @@ Default thresholds and where they come from:
 
 from __future__ import annotations
 
-import base64
 import math
 from dataclasses import asdict, dataclass, field
 from itertools import pairwise
 from typing import Any
 
-import numpy as np
 import polars as pl
 
+from refinery.assets.ml.drift.statistics import (
+    jensen_shannon_distance,
+    ks_from_quantiles,
+    ks_p_value,
+    population_stability_index,
+    two_proportion_p_value,
+    wasserstein_from_quantiles,
+)
 from refinery.assets.ml.profile import NUMERIC, OTHER
 
-PSI_EPSILON = 1e-4
 WASSERSTEIN_MIN_NORM = 1e-3
 
 VERDICT_DRIFT = "drift"
@@ -81,103 +87,6 @@ class DriftThresholds:
             )
         if not 0 < self.drift_share <= 1:
             raise ValueError(f"drift_share must be in (0, 1], got {self.drift_share}")
-
-
-# --- statistics on frequency vectors and quantile functions -------------------------------
-
-
-def _as_distribution(frequencies: list[float] | np.ndarray) -> np.ndarray:
-    values = np.asarray(frequencies, dtype=float)
-    total = values.sum()
-    return values / total if total > 0 else values
-
-
-def population_stability_index(
-    reference: list[float] | np.ndarray, current: list[float] | np.ndarray
-) -> float:
-    """PSI = sum((c - r) * ln(c / r)) over bins; empty bins count as 1e-4 (no log 0)."""
-    ref = _as_distribution(reference).copy()
-    cur = _as_distribution(current).copy()
-    if ref.shape != cur.shape:
-        raise ValueError(f"bin counts differ: reference {ref.shape}, current {cur.shape}")
-    ref[ref == 0] = PSI_EPSILON
-    cur[cur == 0] = PSI_EPSILON
-    return float(np.sum((cur - ref) * np.log(cur / ref)))
-
-
-def jensen_shannon_distance(
-    reference: list[float] | np.ndarray, current: list[float] | np.ndarray
-) -> float:
-    """sqrt of the JS divergence in nats (scipy's `jensenshannon` default); 0 <= d <= sqrt(ln 2)."""
-    p = _as_distribution(reference)
-    q = _as_distribution(current)
-    if p.shape != q.shape:
-        raise ValueError(f"bin counts differ: reference {p.shape}, current {q.shape}")
-    if p.sum() == 0 or q.sum() == 0:
-        return 0.0
-    m = (p + q) / 2
-
-    def kl_to_m(x: np.ndarray) -> float:
-        mask = x > 0
-        return float(np.sum(x[mask] * np.log(x[mask] / m[mask])))
-
-    divergence = max((kl_to_m(p) + kl_to_m(q)) / 2, 0.0)
-    return math.sqrt(divergence)
-
-
-def wasserstein_from_quantiles(reference: list[float], current: list[float]) -> float:
-    """W1 = integral over p of |Q_ref(p) - Q_cur(p)|, trapezoid rule on the shared p grid."""
-    ref = np.asarray(reference, dtype=float)
-    cur = np.asarray(current, dtype=float)
-    if ref.shape != cur.shape or ref.size < 2:
-        raise ValueError(
-            f"quantile functions need the same grid of >= 2 points: {ref.size} vs {cur.size}"
-        )
-    gaps = np.abs(ref - cur)
-    step = 1.0 / (ref.size - 1)
-    return float(step * (gaps.sum() - (gaps[0] + gaps[-1]) / 2))
-
-
-def _cdf_from_quantiles(quantiles: np.ndarray, x: np.ndarray) -> np.ndarray:
-    """F(x) read off a quantile function on an even p grid: the largest p with Q(p) <= x."""
-    steps = quantiles.size - 1
-    at_or_below = np.searchsorted(quantiles, x, side="right")
-    return np.clip((at_or_below - 1) / steps, 0.0, 1.0) * (at_or_below > 0)
-
-
-def ks_from_quantiles(reference: list[float], current: list[float]) -> float:
-    """sup |F_ref - F_cur|, both CDFs read off their quantile functions (resolution 1/(n-1))."""
-    ref = np.asarray(reference, dtype=float)
-    cur = np.asarray(current, dtype=float)
-    points = np.union1d(ref, cur)
-    return float(
-        np.max(np.abs(_cdf_from_quantiles(ref, points) - _cdf_from_quantiles(cur, points)))
-    )
-
-
-def ks_p_value(statistic: float, n_reference: int, n_current: int) -> float:
-    """Two-sample KS p-value from the asymptotic Kolmogorov distribution (Stephens' correction)."""
-    if n_reference <= 0 or n_current <= 0:
-        return 1.0
-    effective = n_reference * n_current / (n_reference + n_current)
-    root = math.sqrt(effective)
-    lam = (root + 0.12 + 0.11 / root) * statistic
-    if lam < 1e-3:
-        return 1.0
-    total = sum((-1) ** (k - 1) * math.exp(-2 * k * k * lam * lam) for k in range(1, 101))
-    return float(min(max(2 * total, 0.0), 1.0))
-
-
-def two_proportion_p_value(rate_a: float, n_a: int, rate_b: float, n_b: int) -> float:
-    """Two-sided p-value of the pooled two-proportion z-test."""
-    if n_a <= 0 or n_b <= 0:
-        return 1.0
-    pooled = (rate_a * n_a + rate_b * n_b) / (n_a + n_b)
-    variance = pooled * (1 - pooled) * (1 / n_a + 1 / n_b)
-    if variance <= 0:
-        return 1.0 if rate_a == rate_b else 0.0
-    z = abs(rate_a - rate_b) / math.sqrt(variance)
-    return math.erfc(z / math.sqrt(2))
 
 
 # --- per-feature comparison ---------------------------------------------------------------
@@ -469,125 +378,3 @@ def feature_table(report: dict[str, Any]) -> pl.DataFrame:
         for f in report["features"]
     ]
     return pl.DataFrame(rows, schema=FEATURE_TABLE_SCHEMA)
-
-
-# --- what a person looks at ---------------------------------------------------------------
-
-
-def _fmt(value: float | None, digits: int = 3) -> str:
-    return "–" if value is None else f"{value:.{digits}f}"
-
-
-def _bar(share: float, width: int = 10) -> str:
-    eighths = round(max(0.0, min(share, 1.0)) * width * 8)
-    full, rest = divmod(eighths, 8)
-    return "█" * full + ("▏▎▍▌▋▊▉"[rest - 1] if rest else "")
-
-
-def markdown_summary(report: dict[str, Any], top: int = 10) -> str:
-    """A Markdown table of the worst features, plus reference-vs-current bars for the top few."""
-    lines = [
-        (
-            f"**Verdict: {report['verdict']}** — {report['n_drifted']} of {report['n_features']} "
-            f"features drifted (share {report['drift_share']:.2f})"
-        ),
-        "",
-    ]
-    lines += [f"- {reason}" for reason in report.get("reasons", [])]
-    if not report["features"]:
-        return "\n".join(lines)
-    lines += [
-        "",
-        "| feature | kind | drifted | PSI | JS | W1/σ | KS | missing ref → cur | why |",
-        "|---|---|---|---|---|---|---|---|---|",
-    ]
-    for f in report["features"][:top]:
-        lines.append(
-            f"| {f['feature']} | {f['kind']} | {'**yes**' if f['drifted'] else 'no'} "
-            f"| {_fmt(f['psi'])} | {_fmt(f['jensen_shannon'])} | {_fmt(f['wasserstein_norm'])} "
-            f"| {_fmt(f['ks_statistic'])} | {_fmt(f['missing_rate_reference'])} → "
-            f"{_fmt(f['missing_rate_current'])} | {'; '.join(f['reasons']) or '–'} |"
-        )
-    return "\n".join(lines)
-
-
-def distribution_bars_markdown(report: dict[str, Any], top: int = 3) -> str:
-    """Reference vs current shares per bin as unicode bars: readable even where images are not."""
-    blocks = []
-    for f in report["features"][:top]:
-        if not f["bin_labels"]:
-            continue
-        scale = max([*f["frequencies_reference"], *f["frequencies_current"], 1e-9])
-        blocks += [f"**{f['feature']}**", "", "| bin | reference | current |", "|---|---|---|"]
-        for label, ref, cur in zip(
-            f["bin_labels"], f["frequencies_reference"], f["frequencies_current"], strict=False
-        ):
-            blocks.append(
-                f"| {label} | `{_bar(ref / scale):<10}` {ref:.3f} "
-                f"| `{_bar(cur / scale):<10}` {cur:.3f} |"
-            )
-        blocks.append("")
-    return "\n".join(blocks)
-
-
-def _escape_xml(text: str) -> str:
-    return (
-        text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;").replace('"', "&quot;")
-    )
-
-
-def distribution_chart_svg(report: dict[str, Any], top: int = 3) -> str:
-    """Grouped bar chart (reference grey, current orange) of the worst `top` features, as SVG."""
-    panels = [f for f in report["features"][:top] if f["bin_labels"]]
-    panel_w, panel_h, pad = 320, 170, 30
-    width = max(1, len(panels)) * (panel_w + pad) + pad
-    height = panel_h + 80
-    parts = [
-        (
-            f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
-            f'font-family="sans-serif" font-size="11">'
-        ),
-        f'<rect width="{width}" height="{height}" fill="white"/>',
-        (
-            f'<rect x="{pad}" y="8" width="10" height="10" fill="#9e9e9e"/>'
-            f'<text x="{pad + 14}" y="17">reference</text>'
-            f'<rect x="{pad + 90}" y="8" width="10" height="10" fill="#ef6c00"/>'
-            f'<text x="{pad + 104}" y="17">current</text>'
-        ),
-    ]
-    for index, f in enumerate(panels):
-        x0 = pad + index * (panel_w + pad)
-        y0 = 40
-        top_value = max([*f["frequencies_reference"], *f["frequencies_current"], 1e-9])
-        n_bins = len(f["bin_labels"])
-        slot = panel_w / n_bins
-        bar_w = max(slot / 2 - 1, 1)
-        title = f"{f['feature']} ({'drift' if f['drifted'] else 'ok'})"
-        parts.append(f'<text x="{x0}" y="{y0 - 6}" font-weight="bold">{_escape_xml(title)}</text>')
-        parts.append(
-            f'<line x1="{x0}" y1="{y0 + panel_h}" x2="{x0 + panel_w}" y2="{y0 + panel_h}" '
-            'stroke="#444"/>'
-        )
-        for b, (label, ref, cur) in enumerate(
-            zip(f["bin_labels"], f["frequencies_reference"], f["frequencies_current"], strict=False)
-        ):
-            for offset, value, colour in ((0, ref, "#9e9e9e"), (bar_w, cur, "#ef6c00")):
-                h = panel_h * value / top_value
-                parts.append(
-                    f'<rect x="{x0 + b * slot + offset:.1f}" y="{y0 + panel_h - h:.1f}" '
-                    f'width="{bar_w:.1f}" height="{h:.1f}" fill="{colour}">'
-                    f"<title>{_escape_xml(label)}: {value:.3f}</title></rect>"
-                )
-            if n_bins <= 12:
-                parts.append(
-                    f'<text x="{x0 + b * slot + slot / 2:.1f}" y="{y0 + panel_h + 12}" '
-                    f'font-size="8" text-anchor="middle">{_escape_xml(label[:10])}</text>'
-                )
-    parts.append("</svg>")
-    return "".join(parts)
-
-
-def svg_markdown_image(svg: str, alt: str = "reference vs current") -> str:
-    """Markdown image, SVG as a data: URI (the Dagster UI's Markdown allows data: image sources)."""
-    encoded = base64.b64encode(svg.encode()).decode()
-    return f"![{alt}](data:image/svg+xml;base64,{encoded})"
