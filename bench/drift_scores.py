@@ -16,7 +16,7 @@ from pathlib import Path
 
 import polars as pl
 
-from refinery.assets.ml.drift import DriftThresholds, compare_feature
+from refinery.assets.ml.drift.report import DriftThresholds, compare_feature
 from refinery.assets.ml.drift_report import FEATURES_MODEL, as_of_dates, read_window
 from refinery.assets.ml.profile import profile_against
 from refinery.datasets import read_profile

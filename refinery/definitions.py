@@ -15,7 +15,16 @@ Every other setting is read by the run or tick that uses it.
 
 import warnings
 
-from dagster import Definitions, in_process_executor
+from dagster import BetaWarning, Definitions, PreviewWarning, in_process_executor
+
+# Two Dagster features refinery chose on purpose, whose warnings would otherwise repeat for
+# every asset and check in every process's output (a run's log, `make demo`): partitioned asset
+# checks (preview; what shows a check's result on its partition in the UI) and single-run
+# backfill policies (beta; a backfill of any length is one run).
+warnings.filterwarnings(
+    "ignore", category=PreviewWarning, message="Specifying a partitions_def on an AssetCheckSpec"
+)
+warnings.filterwarnings("ignore", category=BetaWarning, message="Parameter `backfill_policy`")
 
 from refinery.assets.gold import dbt_resource
 from refinery.defs import gold, ingest, ml, online

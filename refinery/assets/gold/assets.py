@@ -106,7 +106,6 @@ def gold_dbt_models(
     mart_keys = {AssetKey(["gold", model]): model for model in MARTS}
     selected_marts = [mart_keys[key] for key in context.selected_asset_keys if key in mart_keys]
     keep = targets_kept()
-    upstream: list[Any] = []
     held_back: list[Any] = []
 
     args = dbt_build_args(min_date, max_date, paths.root)
@@ -115,18 +114,16 @@ def gold_dbt_models(
         context.log.info(f"full refresh: dbt rebuilds and gold publishes {export_from}..{max_date}")
     invocation = dbt.cli(args, context=context)
     try:
+        # upstream results are reported as dbt emits them (Dagster stores them while the build
+        # goes on, not after it); the marts' wait for the export
         for event in invocation.stream():
             if _event_asset_key(context, event) in mart_keys:
                 held_back.append(event)
             else:
-                upstream.append(event)
-    except Exception:
-        yield from upstream  # what is upstream of the marts is reported; no mart is exported
-        raise
+                yield event
     finally:
         prune_dbt_targets(Path(invocation.target_path), keep)
 
-    yield from upstream
     kill_point("gold.before_export")
     mart_metadata = {
         model: export_mart_metadata(paths, model, export_from, max_date)

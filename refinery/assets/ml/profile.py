@@ -2,7 +2,7 @@
 
 A profile is a plain JSON-serialisable dict, so it can be stored beside a published training
 set and read back years later without the data. It holds, per feature, what the drift
-statistics in `refinery.assets.ml.drift` need and nothing more:
+statistics in `refinery.assets.ml.drift` (statistics, report) need and nothing more:
 
 - numeric (any numeric or Boolean dtype): quantile bin edges of the reference (deciles,
   deduplicated so a discrete feature gets one bin per frequent value), the share of values per
