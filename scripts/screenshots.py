@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -89,6 +90,19 @@ def scroll_to(text: str):
     return action
 
 
+def select_latest_partition(page) -> None:
+    """Open the newest partition in the partition list, so its own materialization metadata
+    and check results show (not "No partition selected")."""
+    rows = [
+        row
+        for row in page.get_by_text(re.compile(r"^\d{4}-\d{2}-\d{2}$")).all()
+        if (box := row.bounding_box()) and box["x"] < VIEWPORT["width"] * 0.35 and box["y"] > 300
+    ]
+    if rows:
+        rows[0].click()
+        page.wait_for_timeout(2500)
+
+
 # (file name, path in the UI, what must be on the page first, what to do before the picture,
 #  whole page or the window as it is)
 PAGES = [
@@ -97,7 +111,7 @@ PAGES = [
         "silver-events-partitions.png",
         "/assets/silver/events?view=partitions",
         "Partitions",
-        None,
+        select_latest_partition,
         False,
     ),
     (
