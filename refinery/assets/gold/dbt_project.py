@@ -89,11 +89,17 @@ class ManifestNotPrepared(RuntimeError):
 
 
 def project_files(project_dir: Path) -> list[Path]:
-    """The project's source files (SQL, YAML, docs, seeds), not what dbt generated."""
+    """The project's source files (SQL, YAML, docs, seeds), not what dbt generated.
+
+    Hidden files are not sources: dbt writes its anonymous user id to `.user.yml` in the
+    profiles directory (this project's own) on the first command of a fresh machine, after the
+    manifest was prepared."""
     files = []
     for path in project_dir.rglob("*"):
         relative = path.relative_to(project_dir)
         if relative.parts and relative.parts[0] in GENERATED_DIRS:
+            continue
+        if any(part.startswith(".") for part in relative.parts):
             continue
         if path.suffix in PROJECT_SOURCE_SUFFIXES and path.is_file():
             files.append(path)
