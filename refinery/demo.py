@@ -152,11 +152,10 @@ def ingest_history(plan: Plan, start: date) -> None:
     )
 
 
-def gold_range(start: date, end: date, log: Path | None = None) -> None:
-    """Gold for the range in one run of the real CLI; with `log`, its output goes there and
-    one line says how it went (the run's own log is in the UI)."""
-    cmd = [
-        "dagster",
+def gold_range_command(start: date, end: date, dagster: str = "dagster") -> list[str]:
+    """The real CLI's gold (and online store) run over [start, end], one run."""
+    return [
+        dagster,
         "asset",
         "materialize",
         "-m",
@@ -166,6 +165,12 @@ def gold_range(start: date, end: date, log: Path | None = None) -> None:
         "--partition-range",
         f"{start.isoformat()}...{end.isoformat()}",
     ]
+
+
+def gold_range(start: date, end: date, log: Path | None = None) -> None:
+    """Gold for the range in one run of the real CLI; with `log`, its output goes there and
+    one line says how it went (the run's own log is in the UI)."""
+    cmd = gold_range_command(start, end)
     if log is None:
         run(cmd)
         return

@@ -35,6 +35,8 @@ import urllib.request
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+from refinery.demo import gold_range_command
+
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 # 30 warm-up days (the 30-day features fill up) + a 21-day training window + 10 days until the
@@ -231,20 +233,7 @@ def build_lake(root: Path) -> None:
     )
     run([sys.executable, "-c", script, start.isoformat(), str(DAYS)], env)
     say("gold + online store: one run over the range")
-    run(
-        [
-            str(BIN / "dagster"),
-            "asset",
-            "materialize",
-            "-m",
-            "refinery.definitions",
-            "--select",
-            "group:gold or group:online",
-            "--partition-range",
-            f"{start.isoformat()}...{end.isoformat()}",
-        ],
-        env,
-    )
+    run(gold_range_command(start, end, dagster=str(BIN / "dagster")), env)
     (root / ".screenshots-lake-ready").write_text(f"{start}..{end}\n")
 
 
