@@ -71,6 +71,8 @@ def test_sensor_requests_each_date_once_and_again_when_files_change(tmp_path, in
     assert AssetKey(["silver", "products"]) in first.asset_selection
     assert AssetKey(["silver", "users"]) not in first.asset_selection  # no users landed that day
     assert AssetKey(["gold", "user_daily_features"]) in first.asset_selection
+    # the drift report over the new gold days runs in the same run, after gold
+    assert first.asset_selection[-1] == AssetKey(["ml", "feature_drift_report"])
 
     requests, cursor2, skip = tick(instance, lake, cursor)
     assert requests == [] and "no new arrival dates" in skip

@@ -14,6 +14,7 @@ from dagster import (
 
 from refinery import settings
 from refinery.assets.gold import gold_assets
+from refinery.assets.ml.drift_report import REPORT_KEY
 from refinery.assets.online import ONLINE_KEY
 from refinery.partitions import PARTITIONS_START, daily_partitions
 from refinery.resources import LakeResource
@@ -31,18 +32,21 @@ ingest_job = define_asset_job(
         for t in ("events", "users", "products")
     ]
     + GOLD_KEYS
-    + [ONLINE_KEY],
+    + [ONLINE_KEY, REPORT_KEY],
     partitions_def=daily_partitions,
-    description="bronze → silver → gold → online store for one arrival date (what landing_sensor "
-    "requests).",
+    description="bronze → silver → gold → online store for one arrival date, then the drift report "
+    "over the newest gold days (what landing_sensor requests).",
 )
 
 
 def assets_for(sources: tuple[str, ...]) -> list[AssetKey]:
-    """The arrival's own bronze/silver tables, then gold (which reads whatever silver holds)."""
+    """The arrival's own bronze/silver tables, then gold (which reads whatever silver holds),
+    the online store and the drift report over the new gold days. The report is part of the
+    same run, not a second run the automation sensor would launch after it: on a daily lake a
+    run launch (queue, process, imports) costs more than the report itself."""
     keys = [AssetKey([layer, s]) for s in sources for layer in ("bronze", "silver")]
     if "events" in sources:
-        keys += [*GOLD_KEYS, ONLINE_KEY]
+        keys += [*GOLD_KEYS, ONLINE_KEY, REPORT_KEY]
     return keys
 
 
