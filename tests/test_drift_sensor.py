@@ -17,7 +17,12 @@ from dagster import (
     materialize,
 )
 
-from refinery.assets.ml.drift_report import REPORT_KEY, DriftReportConfig, feature_drift_report
+from refinery.assets.ml.drift_report import (
+    REPORT_KEY,
+    TRAINING_SET_KEY,
+    DriftReportConfig,
+    feature_drift_report,
+)
 from refinery.assets.ml.profile import build_profile
 from refinery.assets.ml.splits import content_md5, file_md5
 from refinery.definitions import defs
@@ -141,6 +146,12 @@ def test_bootstrap_waits_for_enough_labelled_days_then_requests_version_1(tmp_pa
     [request] = ready.run_requests
     assert request.run_key == "bootstrap-v1"
     assert request.tags["refinery/trigger"] == "bootstrap"
+    # version 1 and the first report against it in one run
+    assert request.job_name == "training_set_bootstrap_job"
+    assert defs.resolve_job_def(request.job_name).asset_layer.selected_asset_keys == {
+        TRAINING_SET_KEY,
+        REPORT_KEY,
+    }
 
 
 def test_one_run_per_drift_state_and_skip_reasons(published_root):
@@ -159,6 +170,7 @@ def test_one_run_per_drift_state_and_skip_reasons(published_root):
     drifted = tick(instance, root, cursor=calm.cursor)
     [request] = drifted.run_requests
     assert request.run_key.startswith("drift-")
+    assert request.job_name == "training_set_job"  # a rebuild alone; no report refresh
     assert request.tags["refinery/trigger"] == "drift"
     assert request.tags["refinery/drift_share"] == "0.7500"
     assert request.tags["refinery/report_storage_id"] == str(drift_id)
