@@ -37,7 +37,8 @@ with warnings.catch_warnings():
         # version tag): custom conditions are evaluated in the code server, not in the daemon.
         use_user_code_server=True,
         description=(
-            "Refreshes ml/feature_drift_report after new gold days or a newly published "
-            "training-set version (a rebuild that published nothing does not count)."
+            "Refreshes ml/feature_drift_report after gold days built outside a landing run "
+            "(landing runs end with the report themselves) or a newly published training-set "
+            "version (a rebuild that published nothing does not count)."
         ),
     )
