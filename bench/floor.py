@@ -112,6 +112,8 @@ def render_floor_sql(
         passes.append(fill(block, values))
     values = {
         "as_of_dates": ", ".join(f"date '{d}'" for d in dates),
+        "first_as_of": str(dates[0]),
+        "last_as_of": str(dates[-1]),
         "landing": str(Path(landing).resolve()),
         "silver": str(Path(landing).resolve().parent / "lake" / "silver"),
         "out_dir": str(Path(out_dir).resolve()),
