@@ -35,18 +35,19 @@ select cast(unnest([{{as_of_dates}}]) as date) as as_of_date;
 
 -- {{begin landing}}
 create temp table events as
-with landed as (
+with landed as materialized (
     select
         nullif(trim(event_id), '') as event_id,
         nullif(trim(user_id), '') as user_id,
         lower(nullif(trim(event_type), '')) as event_type,
-        cast(nullif(trim(event_time), '') as timestamptz) as event_time,
+        cast(cast(nullif(trim(event_time), '') as timestamptz) as date) as event_date,
         nullif(trim(product_id), '') as product_id,
-        amount,
+        case when lower(trim(event_type)) = 'purchase' then amount end as amount,
         coalesce(quantity, 1) as quantity,
         lower(nullif(trim(device), '')) as device,
         nullif(trim(session_id), '') as session_id,
-        cast(regexp_extract(filename, '/events/([0-9-]{10})/', 1) as date) as arrival_date
+        -- the arrival date is the file's folder (the glob below has exactly that shape)
+        cast(split_part(filename, '/', -2) as date) as arrival_date
     from read_json(
         '{{landing}}/events/*/*.jsonl*',
         format = 'newline_delimited',
@@ -57,21 +58,16 @@ with landed as (
             quantity: 'integer', device: 'varchar', session_id: 'varchar'
         }
     )
+    where cast(split_part(filename, '/', -2) as date) <= date '{{max_date}}'
+),
+-- a re-delivered event counts once, at its first arrival; re-deliveries are few, so only the
+-- ids seen more than once go through the window
+repeated as (
+    select event_id from landed group by event_id having count(*) > 1
 )
-select
-    event_id,
-    user_id,
-    event_type,
-    cast(event_time as date) as event_date,
-    product_id,
-    case when event_type = 'purchase' then amount end as amount,
-    quantity,
-    device,
-    session_id,
-    arrival_date
-from landed
-where arrival_date <= date '{{max_date}}'
--- a re-delivered event counts once, at its first arrival
+select * from landed anti join repeated using (event_id)
+union all
+select * from (select * from landed semi join repeated using (event_id))
 qualify row_number() over (partition by event_id order by arrival_date) = 1;
 
 create temp table users as
