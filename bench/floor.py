@@ -4,7 +4,9 @@
         [--algorithm preaggregated|naive] [--json OUT]
 
 `preaggregated` (bench/floor_fast.sql, the default) is the honest floor: events aggregated per
-(user, day, arrival) before they meet the as-of dates. `naive` (bench/floor.sql) is the SQL a
+(user, day, arrival) and per (user, key, day, arrival), each row's contribution turned into +x/-x
+deltas on the as-of dates where it starts and stops counting, and running sums per user; nothing
+is paired with the as-of dates except the output's own rows. `naive` (bench/floor.sql) is the SQL a
 team writes first: every event joined to every as-of date whose window holds it, in passes of
 --dates-per-pass dates so it fits the memory cap.
 
