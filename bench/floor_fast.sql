@@ -253,69 +253,85 @@ key_parts as (
         event_date + 30
     from covered
 ),
-changes as (
+-- each source is summed per (user, day) on its own (narrow rows), then the three are joined
+additive_changes as (
     select
-        user_id, day, w,
-        sign * n as n, sign * views as views, sign * clicks as clicks, sign * carts as carts,
-        sign * purchases as purchases, sign * items as items, sign * spend as spend,
-        sign * with_device as with_device, sign * mobile as mobile
+        user_id,
+        greatest(day, date '{{first_as_of}}') as day,
+        sum(sign * n) filter (where w = 1) as events_1d,
+        sum(sign * n) filter (where w = 7) as events_7d,
+        sum(sign * n) filter (where w = 30) as events_30d,
+        sum(sign * views) filter (where w = 1) as views_1d,
+        sum(sign * views) filter (where w = 7) as views_7d,
+        sum(sign * views) filter (where w = 30) as views_30d,
+        sum(sign * clicks) filter (where w = 1) as clicks_1d,
+        sum(sign * clicks) filter (where w = 7) as clicks_7d,
+        sum(sign * clicks) filter (where w = 30) as clicks_30d,
+        sum(sign * carts) filter (where w = 1) as add_to_carts_1d,
+        sum(sign * carts) filter (where w = 7) as add_to_carts_7d,
+        sum(sign * carts) filter (where w = 30) as add_to_carts_30d,
+        sum(sign * purchases) filter (where w = 1) as purchases_1d,
+        sum(sign * purchases) filter (where w = 7) as purchases_7d,
+        sum(sign * purchases) filter (where w = 30) as purchases_30d,
+        sum(sign * items) filter (where w = 30) as items_purchased_30d,
+        sum(sign * spend) filter (where w = 1) as spend_1d,
+        sum(sign * spend) filter (where w = 7) as spend_7d,
+        sum(sign * spend) filter (where w = 30) as spend_30d,
+        sum(sign * with_device) filter (where w = 30) as events_with_device_30d,
+        sum(sign * mobile) filter (where w = 30) as mobile_events_30d
     from additive
-    union all by name
-    select user_id, known_from as day, 1 as active
-    from active_days where known_from < event_date + 30
-    union all by name
-    select user_id, event_date + 30 as day, -1 as active
-    from active_days where known_from < event_date + 30
-    union all by name
-    select user_id, start as day, feature, 1 as keys from key_parts where start < stop
-    union all by name
-    select user_id, stop as day, feature, -1 as keys from key_parts where start < stop
-    union all by name
-    -- the latest event day known by D is the last event (it is in the window if any is)
-    select user_id, known_from as day, event_date as last_event
-    from user_days where event_date > date '{{first_as_of}}' - 30
-    union all by name
-    select user_id, known_from as day, event_date as last_purchase
-    from user_days where purchases > 0
-    union all by name
-    -- a purchase on e that arrived on a labels the as-of dates [max(e - 7, a - 10), e)
-    select user_id, greatest(event_date - 7, arrival_date - 10) as day, event_date as label_until
-    from user_days where purchases > 0
+    where day <= date '{{last_as_of}}'
+    group by all
+),
+count_changes as (
+    select
+        user_id,
+        greatest(day, date '{{first_as_of}}') as day,
+        sum(delta) filter (where feature = 'active') as active_days_30d,
+        sum(delta) filter (where feature = 'session_7') as sessions_7d,
+        sum(delta) filter (where feature = 'session_30') as sessions_30d,
+        sum(delta) filter (where feature = 'product_30') as distinct_products_30d
+    from (
+        select user_id, known_from as day, 'active' as feature, 1 as delta
+        from active_days where known_from < event_date + 30
+        union all
+        select user_id, event_date + 30, 'active', -1
+        from active_days where known_from < event_date + 30
+        union all
+        select user_id, start, feature, 1 from key_parts where start < stop
+        union all
+        select user_id, stop, feature, -1 from key_parts where start < stop
+    )
+    where day <= date '{{last_as_of}}'
+    group by all
+),
+latest_changes as (
+    select
+        user_id,
+        greatest(day, date '{{first_as_of}}') as day,
+        max(last_event) as last_event,
+        max(last_purchase) as last_purchase,
+        max(label_until) as label_until
+    from (
+        -- the latest event day known by D is the last event (it is in the window if any is)
+        select user_id, known_from as day, event_date as last_event
+        from user_days where event_date > date '{{first_as_of}}' - 30
+        union all by name
+        select user_id, known_from as day, event_date as last_purchase
+        from user_days where purchases > 0
+        union all by name
+        -- a purchase on e that arrived on a labels the as-of dates [max(e - 7, a - 10), e)
+        select
+            user_id, greatest(event_date - 7, arrival_date - 10) as day, event_date as label_until
+        from user_days where purchases > 0
+    )
+    where day <= date '{{last_as_of}}'
+    group by all
 )
-select
-    user_id,
-    greatest(day, date '{{first_as_of}}') as day,
-    sum(n) filter (where w = 1) as events_1d,
-    sum(n) filter (where w = 7) as events_7d,
-    sum(n) filter (where w = 30) as events_30d,
-    sum(views) filter (where w = 1) as views_1d,
-    sum(views) filter (where w = 7) as views_7d,
-    sum(views) filter (where w = 30) as views_30d,
-    sum(clicks) filter (where w = 1) as clicks_1d,
-    sum(clicks) filter (where w = 7) as clicks_7d,
-    sum(clicks) filter (where w = 30) as clicks_30d,
-    sum(carts) filter (where w = 1) as add_to_carts_1d,
-    sum(carts) filter (where w = 7) as add_to_carts_7d,
-    sum(carts) filter (where w = 30) as add_to_carts_30d,
-    sum(purchases) filter (where w = 1) as purchases_1d,
-    sum(purchases) filter (where w = 7) as purchases_7d,
-    sum(purchases) filter (where w = 30) as purchases_30d,
-    sum(items) filter (where w = 30) as items_purchased_30d,
-    sum(spend) filter (where w = 1) as spend_1d,
-    sum(spend) filter (where w = 7) as spend_7d,
-    sum(spend) filter (where w = 30) as spend_30d,
-    sum(with_device) filter (where w = 30) as events_with_device_30d,
-    sum(mobile) filter (where w = 30) as mobile_events_30d,
-    sum(active) as active_days_30d,
-    sum(keys) filter (where feature = 'session_7') as sessions_7d,
-    sum(keys) filter (where feature = 'session_30') as sessions_30d,
-    sum(keys) filter (where feature = 'product_30') as distinct_products_30d,
-    max(last_event) as last_event,
-    max(last_purchase) as last_purchase,
-    max(label_until) as label_until
-from changes
-where day <= date '{{last_as_of}}'
-group by all;
+select *
+from additive_changes
+full join count_changes using (user_id, day)
+full join latest_changes using (user_id, day);
 
 -- running sums (and maxima) per user: the value of every feature from each change until the
 -- next; each such span is paired with the as-of dates in it, where the user has an event in
