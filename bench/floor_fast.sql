@@ -1,7 +1,8 @@
 -- The engine floor: landing files -> user_daily_features and training_examples in one DuckDB
 -- script, written the fast way: no relation is ever multiplied by the as-of dates beyond the
--- output's own (user, as-of date) rows. Events are aggregated first, per (user, event day,
--- arrival day) and per (user, key, event day, arrival day). Each such row counts towards the
+-- output's own (user, as-of date) rows (and, for the two favourites, one row per category or
+-- device a user has in the window on that date). Events are aggregated first, per (user, event
+-- day, arrival day) and per (user, key, event day, arrival day). Each such row counts towards the
 -- as-of dates D of an interval: an event day e that arrived on a is known from max(e, a) and
 -- stays in a w-day window until e + w, so it contributes +x on max(e, a) and -x on e + w. Those
 -- deltas are summed per (user, day) and one running sum per user gives every count and sum for
@@ -380,7 +381,9 @@ where r.events_30d > 0;
 
 -- favourites: events per (user, category of the catalogue valid on D) and per (user, device),
 -- as deltas on the days each (user, product or device, day, arrival) row starts and stops
--- counting; a product's row is split at its category periods
+-- counting; a product's row is split at its category periods. An argmax needs every
+-- candidate's count on D, so this is the one relation with more rows than the output: one per
+-- (user, D, category or device with events in the window)
 create temp table favourite_changes as
 with spans as (
     select
