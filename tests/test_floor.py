@@ -139,11 +139,10 @@ def lake(tmp_path_factory, module_env) -> Path:
     return root
 
 
-def floor(root: Path, out: Path, source: str, edit=None) -> None:
+def floor(root: Path, out: Path, source: str, edit=None, first: date = GOLD_FIRST) -> None:
     sql = render_floor_sql(
-        root / "landing", out, str(GOLD_FIRST), str(LAST), algorithm="preaggregated",
-        source=source,
-    )  # fmt: skip
+        root / "landing", out, str(first), str(LAST), algorithm="preaggregated", source=source
+    )
     if edit is not None:
         sql = edit(sql)
     out.mkdir(parents=True, exist_ok=True)
@@ -161,6 +160,13 @@ def test_the_floor_equals_refinerys_gold(lake, tmp_path, source):
     # the corner the fixture planted is really in the data: the look-back runs out in the range
     assert rare["days_since_last_purchase"].is_null().any()
     assert rare["days_since_last_purchase"].is_not_null().any()
+
+
+def test_one_new_day_equals_refinerys_gold(lake, tmp_path):
+    """The add-a-day case: as-of dates LAST - 10 and LAST only, with a gap between them."""
+    floor(lake, tmp_path, "silver", first=LAST)
+    checks = check_equal(lake, tmp_path, LAST, LAST, "floor for one day")
+    assert checks["user_daily_features"]["rows"] >= 8 and checks["training_examples"]["rows"] >= 8
 
 
 # one wrong step each: what the equality check must catch
