@@ -21,9 +21,10 @@ setup: instance dotenv
 demo: setup
 	$(UV) run python -m refinery.demo
 
-# everything (what CI runs after `make check`)
+# everything (what CI runs after `make check`), test files spread over two worker processes
+# (pytest-xdist; each file's tests stay in one worker, the slow files are handed out first)
 test: setup
-	$(UV) run pytest -q
+	$(UV) run pytest -q -n 2 --dist loadfile
 
 # the tests not marked slow: no daemon, no SIGKILLed subprocesses, no repeated dbt graphs
 test-fast: setup

@@ -186,7 +186,7 @@ def gold_range(start: date, end: date, log: Path | None = None) -> None:
     print(f"  {start}..{end}: gold and the online store ok in {elapsed:.0f} s", flush=True)
 
 
-def wait_for(what: str, condition, timeout: float = DAEMON_TIMEOUT_S, every: float = 3.0):
+def wait_for(what: str, condition, timeout: float = DAEMON_TIMEOUT_S, every: float = 1.0):
     deadline = time.time() + timeout
     while time.time() < deadline:
         value = condition()
@@ -292,7 +292,7 @@ def _rebuild_done(instance, report_metadata: dict) -> bool:
 
 def start_daemon(log: Path, plan: Plan) -> subprocess.Popen:
     env = {
-        "REFINERY_SENSOR_INTERVAL_SECONDS": "5",
+        "REFINERY_SENSOR_INTERVAL_SECONDS": "3",
         "REFINERY_LANDING_SETTLE_SECONDS": "2",
         **dict(plan.drift_env),
         **os.environ,  # what the caller set wins

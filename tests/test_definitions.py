@@ -160,16 +160,20 @@ def test_each_concern_holds_its_jobs_beside_the_sensors_that_request_them():
     assert keys(ml) == EXPECTED_ASSETS["ml"]
     assert keys(online) == EXPECTED_ASSETS["online"]
     for concern, sensor_jobs in (
-        (ingest, {"landing_sensor": "ingest_job"}),
-        (ml, {"drift_sensor": "training_set_job"}),
+        (ingest, {"landing_sensor": {"ingest_job"}}),
+        (ml, {"drift_sensor": {"training_set_job", "training_set_bootstrap_job"}}),
     ):
         sensors = {s.name: s for s in concern.defs.sensors}
         jobs = {j.name for j in concern.defs.jobs}
-        for sensor, job in sensor_jobs.items():
-            assert sensors[sensor].job_name == job and job in jobs
+        for sensor, targets in sensor_jobs.items():
+            assert {t.job_name for t in sensors[sensor].targets} == targets and targets <= jobs
     assert {s.name for s in ml.defs.sensors} == {"drift_sensor", "drift_report_automation"}
     assert {j.name for j in ingest.defs.jobs} == {"ingest_job"}
-    assert {j.name for j in ml.defs.jobs} == {"training_set_job", "drift_report_job"}
+    assert {j.name for j in ml.defs.jobs} == {
+        "training_set_job",
+        "training_set_bootstrap_job",
+        "drift_report_job",
+    }
 
 
 def test_every_asset_has_owner_tags_code_version_and_code_reference():
