@@ -22,9 +22,10 @@ demo: setup
 	$(UV) run python -m refinery.demo
 
 # everything (what CI runs after `make check`), test files spread over two worker processes
-# (pytest-xdist; each file's tests stay in one worker, the slow files are handed out first)
+# (pytest-xdist; each file's tests stay in one worker; files are handed out in the order conftest.py
+# sorts them, the slow ones first, not largest-first as xdist would)
 test: setup
-	$(UV) run pytest -q -n 2 --dist loadfile
+	$(UV) run pytest -q -n 2 --dist loadfile --no-loadscope-reorder
 
 # the tests not marked slow: no daemon, no SIGKILLed subprocesses, no repeated dbt graphs
 test-fast: setup

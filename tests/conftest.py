@@ -106,8 +106,9 @@ def git_without_global_config(
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """Files that hold a `slow` test run first, the daemon's end-to-end loop before all, each
     file's tests kept together and in order. `make test` spreads files over two pytest-xdist
-    workers (`--dist loadfile`): a four-minute file handed out last would run alone at the end
-    while the other worker idles."""
+    workers (`--dist loadfile --no-loadscope-reorder`: xdist keeps this order instead of handing
+    out the files with most tests first), so a four-minute file is not handed out last to run
+    alone at the end while the other worker idles."""
     slow_files = {item.path for item in items if item.get_closest_marker("slow")}
 
     def rank(item: pytest.Item) -> int:
