@@ -101,19 +101,3 @@ def git_without_global_config(
     missing = tmp_path_factory.mktemp("no-git-config") / "gitconfig"
     module_env.setenv("GIT_CONFIG_GLOBAL", str(missing))
     module_env.setenv("GIT_CONFIG_NOSYSTEM", "1")
-
-
-def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Files that hold a `slow` test run first, the daemon's end-to-end loop before all, each
-    file's tests kept together and in order. `make test` spreads files over two pytest-xdist
-    workers (`--dist loadfile --no-loadscope-reorder`: xdist keeps this order instead of handing
-    out the files with most tests first), so a four-minute file is not handed out last to run
-    alone at the end while the other worker idles."""
-    slow_files = {item.path for item in items if item.get_closest_marker("slow")}
-
-    def rank(item: pytest.Item) -> int:
-        if item.path.name == "test_daemon_loop.py":
-            return 0
-        return 1 if item.path in slow_files else 2
-
-    items.sort(key=rank)  # stable: the order within each rank, and within each file, is kept
