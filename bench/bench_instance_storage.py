@@ -100,28 +100,12 @@ def in_child(*args: str) -> dict:
 
 
 def synth(data: Path, days: int) -> None:
-    subprocess.run(
-        [
-            "refinery-synth",
-            "--start",
-            START.isoformat(),
-            "--first-day",
-            "0",
-            "--days",
-            str(days),
-            "--users",
-            "2000",
-            "--events-per-day",
-            "20000",
-            "--seed",
-            "7",
-            "--fault-rate",
-            "0.003",
-            "--quiet",
-        ],
-        check=True,
-        env={**os.environ, "REFINERY_DATA_DIR": str(data)},
-    )
+    """The demo's own data (refinery.demo.synth: its users, traffic, faults and seed)."""
+    from refinery.demo import Plan
+    from refinery.demo import synth as demo_synth
+
+    os.environ["REFINERY_DATA_DIR"] = str(data)
+    demo_synth(Plan(history_days=days), START, 0, days)
 
 
 def main() -> None:

@@ -110,7 +110,12 @@ def _transaction(engine: Engine) -> Iterator[Connection]:
         yield conn
 
 
-class PooledSqliteRunStorage(SqliteRunStorage):
+class _KeptEngine:
+    """Dagster's single-file SQLite storages (runs, schedules) share one shape: a connection
+    string and a `connect()` that makes an engine for it. This keeps that engine."""
+
+    _conn_string: str
+
     def __init__(self, conn_string: str, inst_data=None):
         super().__init__(conn_string, inst_data)
         self._engines = EngineCache(1)
@@ -121,15 +126,12 @@ class PooledSqliteRunStorage(SqliteRunStorage):
             yield conn
 
 
-class PooledSqliteScheduleStorage(SqliteScheduleStorage):
-    def __init__(self, conn_string: str, inst_data=None):
-        super().__init__(conn_string, inst_data)
-        self._engines = EngineCache(1)
+class PooledSqliteRunStorage(_KeptEngine, SqliteRunStorage):
+    pass
 
-    @contextmanager
-    def connect(self) -> Iterator[Connection]:
-        with _transaction(self._engines.get(self._conn_string)) as conn:
-            yield conn
+
+class PooledSqliteScheduleStorage(_KeptEngine, SqliteScheduleStorage):
+    pass
 
 
 class PooledSqliteEventLogStorage(SqliteEventLogStorage):
