@@ -1,9 +1,13 @@
 """What one daily `ingest_job` run costs, split up, and a 30-day bronze + silver backfill as one
 run against 30 runs, side by side.
 
-1. Daily run: one arrival date of `--events` events (synth), `ingest_job` (bronze, silver, gold,
-   online store) in a fresh child process on a persistent instance. The split comes from the
-   run's own event timestamps in the instance: import (the child's `import refinery.definitions`),
+1. Daily runs: `--history` arrival dates of `--events` events (synth) are ingested first
+   (bronze → gold in one run, untimed), then each of the next `--daily` dates is one
+   `ingest_job` run (bronze, silver, gold, online store, drift report) in a fresh child process
+   on a persistent instance, as the landing sensor starts it. With `--old-tree DIR` (a checkout
+   with its own `make setup`), the same days run through that tree too, in its own lake and
+   instance, alternating day by day. The split comes from each run's own event timestamps in
+   the instance: import (the child's `import refinery.definitions`),
    each step's start → success, dbt start-up and queries (the dbt step minus the node times in
    its `run_results.json`, and those node times), checks (dbt tests' node times, plus the
    Pandera contract checks re-timed on the written bronze and silver partitions), and Dagster
@@ -13,6 +17,8 @@ run against 30 runs, side by side.
    fresh lake (landing copied), median of `--repeat`.
 
     nice -n 10 uv run python -m bench.bench_ingest_run --events 100000 --days 30 --repeat 3
+    uv run python -m bench.bench_ingest_run --events 100000 --history 7 --daily 3 --days 0 \
+        --old-tree OLD      # OLD: git worktree add OLD <commit>; cd OLD; make setup
 """
 
 from __future__ import annotations
@@ -45,6 +51,19 @@ result = d.defs.resolve_job_def("ingest_job").execute_in_process(
 wall = time.time() - t1
 print(json.dumps({"import": imported, "wall": wall, "run_id": result.run_id,
                   "success": result.success}))
+"""
+
+HISTORY = r"""
+import json, sys
+from dagster import AssetSelection, DagsterInstance
+import refinery.definitions as d
+first, last = sys.argv[1:3]
+job = d.defs.resolve_job_def("ingest_job")
+selection = [k for k in job.asset_layer.selected_asset_keys if k.path[0] != "ml"]
+result = job.execute_in_process(instance=DagsterInstance.get(), asset_selection=selection,
+    tags={"dagster/asset_partition_range_start": first, "dagster/asset_partition_range_end": last},
+    raise_on_error=False)
+print(json.dumps({"success": result.success}))
 """
 
 BACKFILL = r"""
@@ -90,11 +109,12 @@ def synth(root: Path, days: int, events: int) -> None:
     )
 
 
-def child(code: str, *args: str, env: dict) -> dict:
+def child(code: str, *args: str, env: dict, tree: Path = REPO) -> dict:
+    python = sys.executable if tree == REPO else str(tree / ".venv" / "bin" / "python")
     out = subprocess.run(
-        [sys.executable, "-c", code, *args],
+        [python, "-c", code, *args],
         env=env,
-        cwd=REPO,
+        cwd=tree,
         capture_output=True,
         text=True,
         check=True,
@@ -137,19 +157,47 @@ def contract_seconds(root: Path, day: str) -> float:
     return time.perf_counter() - t
 
 
-def daily(events: int, work: Path) -> dict:
+def daily(events: int, history: int, days: int, work: Path, trees: dict[str, Path]) -> dict:
+    """`history` dates ingested in one run, then `days` daily runs per tree, alternating."""
+    landing = work / "daily_landing"
+    synth(landing, history + days, events)
+    lakes = {}
+    for name, tree in trees.items():
+        root, home = work / f"daily_{name}", work / f"daily_{name}_home"
+        home.mkdir(parents=True)
+        shutil.copytree(landing / "landing", root / "landing")
+        env = {**os.environ, "REFINERY_DATA_DIR": str(root), "DAGSTER_HOME": str(home)}
+        # each run reads only its own dates' landing: the later days can be there already
+        last = (START + timedelta(days=history - 1)).isoformat()
+        assert child(HISTORY, START.isoformat(), last, env=env, tree=tree)["success"]
+        lakes[name] = (root, home, env)
+    runs: dict[str, list] = {name: [] for name in trees}
+    for i in range(days):
+        day = (START + timedelta(days=history + i)).isoformat()
+        for name, tree in trees.items():
+            root, home, env = lakes[name]
+            runs[name].append(one_daily_run(tree, root, home, env, day))
+    return {
+        name: {
+            "median": {
+                part: statistics.median(run["split"][part] for run in tree_runs)
+                for part in tree_runs[0]["split"]
+            },
+            "runs": tree_runs,
+        }
+        for name, tree_runs in runs.items()
+    }
+
+
+def one_daily_run(tree: Path, root: Path, home: Path, env: dict, day: str) -> dict:
     from dagster import DagsterInstance
 
-    root, home = work / "daily", work / "daily_home"
-    home.mkdir(parents=True)
-    synth(root, 1, events)
-    env = {**os.environ, "REFINERY_DATA_DIR": str(root), "DAGSTER_HOME": str(home)}
-    run = child(DAILY, START.isoformat(), env=env)
+    run = child(DAILY, day, env=env, tree=tree)
     assert run["success"], run
     with DagsterInstance.from_config(str(home)) as instance:
         steps = step_times(instance, run["run_id"])
     results = sorted(
-        (REPO / "dbt_project" / "target").glob(f"*-{run['run_id'][:7]}-*/run_results.json")
+        (tree / "dbt_project" / "target").glob(f"*-{run['run_id'][:7]}-*/run_results.json")
     )
     nodes = [r for f in results for r in json.loads(f.read_text())["results"]]
     tests = sum(r["execution_time"] for r in nodes if r["unique_id"].startswith("test."))
@@ -157,7 +205,7 @@ def daily(events: int, work: Path) -> dict:
     dbt_step = sum(
         s for k, s in steps.items() if k.startswith("gold") and not k.endswith("_contract")
     )
-    contracts = contract_seconds(root, START.isoformat())
+    contracts = contract_seconds(root, day)
     split = {
         "import": run["import"],
         "dagster": run["wall"] - sum(steps.values()),
@@ -173,9 +221,10 @@ def daily(events: int, work: Path) -> dict:
             s for k, s in steps.items() if k.endswith("_contract")
         ),
         "online": sum(s for k, s in steps.items() if k.startswith("online")),
+        "drift report": sum(s for k, s in steps.items() if k.startswith("ml")),
         "run wall": run["wall"],
     }
-    return {"split": split, "steps": steps}
+    return {"day": day, "split": split, "steps": steps}
 
 
 def backfill(days: int, events: int, repeat: int, work: Path) -> dict:
@@ -204,7 +253,10 @@ def backfill(days: int, events: int, repeat: int, work: Path) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--events", type=int, default=100_000)
-    parser.add_argument("--days", type=int, default=30)
+    parser.add_argument("--history", type=int, default=7, help="dates before the daily runs")
+    parser.add_argument("--daily", type=int, default=3, help="daily runs per tree")
+    parser.add_argument("--old-tree", type=Path, default=None, help="also run the daily runs here")
+    parser.add_argument("--days", type=int, default=30, help="backfill dates (0: no backfill)")
     parser.add_argument("--backfill-events", type=int, default=2_000)
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--out", type=Path, default=None)
@@ -212,8 +264,16 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="bench_ingest_") as tmp:
         work = Path(tmp)
         result = {
-            "daily": daily(args.events, work),
-            "backfill": backfill(args.days, args.backfill_events, args.repeat, work),
+            "daily": daily(
+                args.events,
+                args.history,
+                args.daily,
+                work,
+                {"this": REPO, **({"old": args.old_tree.resolve()} if args.old_tree else {})},
+            ),
+            "backfill": (
+                backfill(args.days, args.backfill_events, args.repeat, work) if args.days else None
+            ),
             "args": vars(args) | {"out": str(args.out)},
         }
     print(json.dumps(result, indent=2, default=str))

@@ -6,21 +6,26 @@ One module-scoped story in two Dagster runs (each one `dbt build`; dbt costs ~10
          01-05 is recomputed long after later data arrived and 01-04 must stay untouched.
 """
 
+import importlib.metadata
+import json
 import os
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from types import SimpleNamespace
+from unittest.mock import ANY
 
 import duckdb
 import polars as pl
 import pytest
 import yaml
 from dagster import AssetKey, materialize
+from packaging import version
 
 from refinery.assets.gold import export_marts, gold_dbt_models
 from refinery.assets.gold.dbt_project import (
     DBT_PROJECT_DIR,
     DEFAULT_DUCKDB_MEMORY_LIMIT,
+    dbt_resource,
     memory_limit_gb,
     prune_dbt_targets,
     targets_kept,
@@ -28,9 +33,10 @@ from refinery.assets.gold.dbt_project import (
 from refinery.assets.gold.export import mart_file
 from refinery.assets.gold.plan import (
     MARTS,
+    RUN_VALUES_ENV,
     arrival_signatures,
     as_of_dates_for,
-    dbt_build_args,
+    dbt_build,
     knowledge_date_range,
     label_delay_days,
 )
@@ -134,6 +140,34 @@ def test_dbt_builds_write_their_targets_outside_the_repo(story, dbt_target_outsi
         assert invocation_targets(REPO_DBT_TARGET, run.run_id) == []
     compiled = invocation_targets(dbt_target_outside_the_repo, story.run2.run_id)[-1]
     assert (compiled / "run_results.json").exists()
+
+
+def test_a_later_run_on_the_lake_reuses_dbt_s_parse_and_tests_its_own_dates(
+    story, dbt_target_outside_the_repo
+):
+    # the run's dates are not in --vars, so dbt keeps the parse of the lake's previous run
+    target = invocation_targets(dbt_target_outside_the_repo, story.run2.run_id)[-1]
+    log = (target / "dbt.log").read_text()
+    assert "Unable to do partial parsing" not in log
+    assert "Partial parsing enabled" in log
+    # ... and the data tests' where configs read the run's dates from run_window, not the parse
+    assert warehouse_rows(story.root, "select min_date, max_date from run_window") == [
+        (D, LAST_KNOWLEDGE_DAY)
+    ]
+    compiled = "\n".join(path.read_text() for path in (target / "compiled").rglob("*.sql"))
+    assert "from main.run_window" in compiled
+
+
+def test_the_dbt_resource_runs_no_dbt_version_and_builds_no_adapter(monkeypatch):
+    def no_subprocess(*args, **kwargs):
+        raise AssertionError(f"ran {args}: dbt --version imports dbt and asks PyPI")
+
+    monkeypatch.setattr("dagster_dbt.core.resource.check_output", no_subprocess)
+    installed = version.parse(importlib.metadata.version("dbt-core"))
+    assert dbt_resource()._cli_version == installed
+    # nor does it build a dbt adapter in the run's process (only row counts and column metadata,
+    # which gold does not fetch, use one)
+    assert dbt_resource()._initialize_dbt_core_adapter(["build"]) is None
 
 
 def test_features_of_one_user_and_day_match_a_hand_computation(story):
@@ -416,15 +450,20 @@ def test_gold_asset_keys_groups_and_silver_dependencies():
     assert gold_dbt_models.backfill_policy.max_partitions_per_run is None
 
 
-def test_partition_window_becomes_inclusive_knowledge_dates_and_dbt_vars():
+def test_partition_window_becomes_knowledge_dates_in_the_run_env_and_lake_vars():
     start = datetime(2025, 1, 3, tzinfo=UTC)
     assert knowledge_date_range(start, start + 3 * DAY) == (date(2025, 1, 3), date(2025, 1, 5))
-    args = dbt_build_args(date(2025, 1, 3), date(2025, 1, 5), Path("/lake/root"))
-    assert args[:2] == ["build", "--vars"]
-    dbt_vars = yaml.safe_load(args[2])
-    assert dbt_vars["min_date"] == "2025-01-03" and dbt_vars["max_date"] == "2025-01-05"
-    assert dbt_vars["data_dir"] == str(Path("/lake/root").resolve())
+    build = dbt_build(date(2025, 1, 3), date(2025, 1, 5), Path("/lake/root"))
+    assert build.args[:2] == ["build", "--vars"]
+    dbt_vars = yaml.safe_load(build.vars_arg)
+    # --vars: only what every run on this lake shares, so dbt re-uses its parse between runs
+    assert dbt_vars == {"data_dir": str(Path("/lake/root").resolve()), "duckdb_threads": ANY}
     assert dbt_vars["duckdb_threads"] >= 1
+    other_day = dbt_build(date(2025, 2, 1), date(2025, 2, 9), Path("/lake/root"))
+    assert other_day.args == build.args
+    run_values = json.loads(build.env[RUN_VALUES_ENV])
+    assert run_values["min_date"] == "2025-01-03" and run_values["max_date"] == "2025-01-05"
+    assert run_values["arrival_signatures"] == {}  # no silver partition at /lake/root
     assert as_of_dates_for("user_daily_features", date(2025, 1, 12), date(2025, 1, 13)) == [
         date(2025, 1, 12),
         date(2025, 1, 13),

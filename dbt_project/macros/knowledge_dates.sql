@@ -1,13 +1,31 @@
 {#-
-    The run's range of knowledge (arrival) dates, from --vars min_date / max_date (inclusive).
+    A value of this run: min_date, max_date, arrival_signatures. The Dagster wiring passes them
+    as JSON in the environment variable REFINERY_GOLD_RUN (refinery/assets/gold/plan.py), not as
+    --vars: dbt re-parses the whole project whenever --vars change, and these change every run.
+    dbt from a shell passes them as --vars, which is where they are read without it. Read at
+    execution only, so the parsed project never depends on a run's values.
+-#}
+{% macro run_var(name) -%}
+    {%- if execute -%}
+        {%- set passed = fromjson(env_var('REFINERY_GOLD_RUN', '{}')) -%}
+        {%- if name in passed -%}
+            {{ return(passed[name]) }}
+        {%- endif -%}
+    {%- endif -%}
+    {{ return(var(name, none)) }}
+{%- endmacro %}
+
+
+{#-
+    The run's range of knowledge (arrival) dates, min_date / max_date (inclusive; run_var).
     Every as-of date a model writes is derived from these, so one run = one reproducible slice.
 -#}
 
 {% macro knowledge_date(name) -%}
-    {%- set raw = var(name, none) -%}
     {%- if not execute -%}
         {{ return(modules.datetime.date(1970, 1, 1)) }}
     {%- endif -%}
+    {%- set raw = run_var(name) -%}
     {%- if raw is none or raw == '' -%}
         {#- Unset: today (UTC), so `dbt compile`, `dbt docs generate` and a plain `dbt build`
             work; a run over other days passes --vars '{min_date: ..., max_date: ...}'. -#}
@@ -35,6 +53,23 @@
         ) }}
     {%- endif -%}
     {{ return([min_date, max_date]) }}
+{%- endmacro %}
+
+
+{#-
+    on-run-start: the run's knowledge dates as a one-row table, `run_window` (min_date,
+    max_date), which the data tests' `where` configs read. dbt renders those configs when it
+    parses, not when it runs, so a date written into them would make the parse differ with every
+    run; a query of this table is the same text in every run.
+-#}
+{% macro record_run_window() -%}
+    {%- if execute -%}
+        {%- set knowledge = knowledge_date_range() -%}
+        create or replace table {{ target.schema }}.run_window as
+        select {{ date_literal(knowledge[0]) }} as min_date, {{ date_literal(knowledge[1]) }} as max_date
+    {%- else -%}
+        select 1
+    {%- endif -%}
 {%- endmacro %}
 
 
@@ -91,7 +126,7 @@
     on `arrival_date`. The aggregates are incremental: a run adds its own knowledge dates and
     recomputes any arrival date in the read window (the `lookback_days` before the run, up to its
     last date) whose silver partition changed since it was aggregated: the Dagster wiring passes
-    each silver partition's signature in the var `arrival_signatures`, and int_arrival_ledger
+    each silver partition's signature in `arrival_signatures` (run_var), and int_arrival_ledger
     remembers the signatures last aggregated. Without that var (dbt from a shell) the whole read
     window is recomputed; on a first build or under --full-refresh, all of history.
 -#}
@@ -101,7 +136,7 @@
         {{ return("arrival_date <= " ~ date_literal(knowledge[1])) }}
     {%- endif -%}
     {%- set window_start = days_before(knowledge[0], lookback_days | int - 1) -%}
-    {%- set signatures = var('arrival_signatures', none) -%}
+    {%- set signatures = run_var('arrival_signatures') -%}
     {%- if signatures is none or not execute -%}
         {{ return("arrival_date between " ~ date_literal(window_start) ~ " and "
             ~ date_literal(knowledge[1])) }}

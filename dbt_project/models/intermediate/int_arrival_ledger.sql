@@ -10,12 +10,12 @@
 -- depends_on: {{ ref('int_user_day_events') }}
 -- depends_on: {{ ref('int_user_day_keys') }}
 -- Which silver partition each arrival date's aggregates were built from: the signature the
--- Dagster wiring passed (var arrival_signatures: file names, sizes, modification times and inodes of
+-- Dagster wiring passed (run_var arrival_signatures: file names, sizes, modification times and inodes of
 -- the partition's parts). Written after both aggregate models succeeded, for every date of the
 -- read window (null: no partition); a later run recomputes a date whose signature differs.
 -- Without signatures (dbt from a shell) the window's entries are dropped, so the next Dagster
 -- run recomputes that window once.
-{%- set signatures = var('arrival_signatures', none) or {} %}
+{%- set signatures = run_var('arrival_signatures') or {} %}
 
 with signatures as (
 

@@ -32,10 +32,13 @@ from dagster_dbt import DbtCliResource, dbt_assets
 
 from refinery.assets.gold.dbt_project import (
     dbt_project,
+    environment,
     gold_translator,
+    invocation_target,
     load_manifest,
     memory_limit_gb,
     prune_dbt_targets,
+    reused_parse,
     targets_kept,
 )
 from refinery.assets.gold.export import export_marts, mart_file
@@ -44,7 +47,7 @@ from refinery.assets.gold.plan import (
     LABELLED_MARTS,
     MARTS,
     as_of_dates_for,
-    dbt_build_args,
+    dbt_build,
     knowledge_date_range,
     label_delay_days,
 )
@@ -108,21 +111,25 @@ def gold_dbt_models(
     keep = targets_kept()
     held_back: list[Any] = []
 
-    args = dbt_build_args(min_date, max_date, paths.root)
+    build = dbt_build(min_date, max_date, paths.root)
+    args = list(build.args)
     if config.full_refresh:
         args.append("--full-refresh")
         context.log.info(f"full refresh: dbt rebuilds and gold publishes {export_from}..{max_date}")
-    invocation = dbt.cli(args, context=context)
-    try:
-        # upstream results are reported as dbt emits them (Dagster stores them while the build
-        # goes on, not after it); the marts' wait for the export
-        for event in invocation.stream():
-            if _event_asset_key(context, event) in mart_keys:
-                held_back.append(event)
-            else:
-                yield event
-    finally:
-        prune_dbt_targets(Path(invocation.target_path), keep)
+    target = invocation_target(Path(dbt.project_dir), context)
+    with reused_parse(Path(dbt.project_dir), target, build.vars_arg):
+        with environment(build.env):
+            invocation = dbt.cli(args, context=context, target_path=target)
+        try:
+            # upstream results are reported as dbt emits them (Dagster stores them while the
+            # build goes on, not after it); the marts' wait for the export
+            for event in invocation.stream():
+                if _event_asset_key(context, event) in mart_keys:
+                    held_back.append(event)
+                else:
+                    yield event
+        finally:
+            prune_dbt_targets(Path(invocation.target_path), keep)
 
     kill_point("gold.before_export")
     mart_metadata = {

@@ -24,19 +24,25 @@ and the translator, and nothing else. It must not import the `refinery.assets.go
 from __future__ import annotations
 
 import functools
+import hashlib
+import importlib.metadata
+import os
 import shutil
-from collections.abc import Mapping, Sequence
+import uuid
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import yaml
-from dagster import AssetKey
+from dagster import AssetExecutionContext, AssetKey
 from dagster_dbt import (
     DagsterDbtTranslator,
     DagsterDbtTranslatorSettings,
     DbtCliResource,
     DbtProject,
 )
+from packaging import version
 
 from refinery import settings
 
@@ -49,7 +55,7 @@ PREPARE_COMMAND = (
 PROJECT_SOURCE_SUFFIXES = frozenset({".sql", ".yml", ".yaml", ".md", ".csv"})
 GENERATED_DIRS = frozenset({"target", "logs", "dbt_packages"})
 # `dbt parse` renders profiles.yml, whose warehouse path needs a data root, but opens no
-# database; the data root of a run is a var of that run's `dbt build` (dbt_build_args), which
+# database; the data root of a run is a var of that run's `dbt build` (plan.dbt_build), which
 # re-renders everything. So the manifest is parsed against this placeholder, never against
 # whichever data root the preparing shell had: the prepared manifest is the same on every machine.
 PARSE_DATA_DIR = "/data-root-is-passed-to-each-dbt-build"
@@ -79,8 +85,30 @@ def dbt_project() -> DbtProject:
     return DBT_PROJECT
 
 
+class RefineryDbtCliResource(DbtCliResource):
+    """dagster-dbt's resource without two fixed costs of every gold run (measured: the dbt step
+    of a daily run 9.5 → 4.9 s, with the re-used parse; docs/BENCHMARKS.md):
+
+    - dagster-dbt learns the version of the dbt it runs by running `dbt --version` once per
+      resource, that is once per run; that command imports dbt and asks PyPI for the latest
+      dbt-core and adapter releases (~4 s, and the network). The dbt it runs is the `dbt` of
+      this environment, the installed dbt-core, whose version its package metadata gives.
+    - before each invocation it builds a dbt adapter in the run's own process (~1.9 s the first
+      time in a process: dbt's config and adapter imports, the project's macros), used only by
+      `fetch_row_counts()` and `fetch_column_metadata()`, which gold does not call. Without one
+      the invocation is what dagster-dbt runs for dbt Fusion: the same subprocess and events.
+    """
+
+    @functools.cached_property
+    def _cli_version(self) -> version.Version:
+        return version.parse(importlib.metadata.version("dbt-core"))
+
+    def _initialize_dbt_core_adapter(self, args: Sequence[str]) -> None:
+        return None
+
+
 def dbt_resource() -> DbtCliResource:
-    return DbtCliResource(project_dir=dbt_project())
+    return RefineryDbtCliResource(project_dir=dbt_project())
 
 
 class ManifestNotPrepared(RuntimeError):
@@ -213,6 +241,77 @@ def prune_dbt_targets(latest: Path, keep: int) -> list[Path]:
     for path in removed:
         shutil.rmtree(path, ignore_errors=True)
     return removed
+
+
+# dbt keeps its parse of the project in <target>/partial_parse.msgpack and re-uses it when the
+# project's files, --vars and profile are unchanged (else it parses everything again: ~3 s on
+# 2 cores). Every invocation gets a new target dir, seeded by dagster-dbt with the parse of
+# `make setup` (made with the placeholder data root, so never re-usable by a run). The parse of
+# each run's --vars (one per lake: its data root and DuckDB threads) is kept here instead.
+PARSE_FILE = "partial_parse.msgpack"
+PARSES_KEPT = 8
+
+
+def target_root(project_dir: Path) -> Path:
+    """Where dbt's invocations write: $DBT_TARGET_PATH, else the project's target/ (as
+    dagster-dbt decides it)."""
+    root = Path(os.environ.get("DBT_TARGET_PATH", "target"))
+    return root if root.is_absolute() else Path(project_dir) / root
+
+
+def invocation_target(project_dir: Path, context: AssetExecutionContext) -> Path:
+    """A new target dir for one dbt invocation of the op, named as dagster-dbt names them
+    (<op>-<run>-<uuid>, what prune_dbt_targets matches)."""
+    name = f"{context.op_execution_context.op.name}-{context.run.run_id[:7]}-{uuid.uuid4().hex[:7]}"
+    return target_root(project_dir) / name
+
+
+def parse_cache(project_dir: Path, vars_arg: str) -> Path:
+    """Where the parse of the project under these --vars is kept between invocations."""
+    digest = hashlib.sha256(vars_arg.encode()).hexdigest()[:16]
+    return target_root(project_dir) / "parses" / f"{digest}.msgpack"
+
+
+@contextmanager
+def reused_parse(project_dir: Path, target: Path, vars_arg: str) -> Iterator[None]:
+    """Seed the invocation's `target` with the last parse under the same --vars, and keep the
+    parse it wrote for the next one. dbt checks what it is given (dbt's version, the vars, the
+    profile, every file's checksum) and re-parses what changed, so a stale or foreign parse costs
+    time, never correctness. Kept parses are replaced atomically; the PARSES_KEPT newest stay."""
+    cache = parse_cache(project_dir, vars_arg)
+    target.mkdir(parents=True, exist_ok=True)
+    if cache.exists():
+        shutil.copyfile(cache, target / PARSE_FILE)
+    try:
+        yield
+    finally:
+        written = target / PARSE_FILE
+        if written.exists():
+            cache.parent.mkdir(parents=True, exist_ok=True)
+            partial = cache.with_name(f".{cache.name}.{os.getpid()}.{uuid.uuid4().hex[:6]}")
+            shutil.copyfile(written, partial)
+            os.replace(partial, cache)
+            kept = sorted(
+                cache.parent.glob("*.msgpack"), key=lambda path: path.stat().st_mtime, reverse=True
+            )
+            for old in kept[PARSES_KEPT:]:
+                old.unlink(missing_ok=True)
+
+
+@contextmanager
+def environment(values: Mapping[str, str]) -> Iterator[None]:
+    """`values` in os.environ for the block (what a dbt subprocess started in it inherits), the
+    previous values back after it."""
+    saved = {name: os.environ.get(name) for name in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for name, old in saved.items():
+            if old is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = old
 
 
 class GoldTranslator(DagsterDbtTranslator):

@@ -6,7 +6,7 @@ of the silver partitions it reads, and the `dbt build` arguments that carry all 
 - the as-of dates it rewrites per mart (`as_of_dates_for`: labels lag by `label_delay_days`);
 - the arrival dates it reads (`read_window_start`), and their on-disk signatures
   (`arrival_signatures`), so dbt re-aggregates only what changed;
-- the `dbt build` command line (`dbt_build_args`).
+- the `dbt build` of the run (`dbt_build`): its command line and the run's own values.
 
 Which silver partitions the gate checks is `gate.silver_reads`; how the project is prepared and
 its assets named is `dbt_project`; the Dagster asset that runs the plan is `assets`.
@@ -16,8 +16,10 @@ from __future__ import annotations
 
 import hashlib
 import json
+from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 from refinery.assets.gold.dbt_project import dbt_project_vars, duckdb_threads, vars_arg
 from refinery.resources.lake import LakePaths, part_signature
@@ -50,19 +52,42 @@ def read_window_start(min_date: date) -> date:
     return min_date - timedelta(days=int(dbt_project_vars()["recency_lookback_days"]) - 1)
 
 
-def dbt_build_args(min_date: date, max_date: date, data_dir: Path) -> list[str]:
+# The run's own values (its knowledge dates and the signatures of what it reads) reach dbt in
+# this environment variable (JSON), read by the `run_var` macro at execution only; `--vars`
+# holds only what is the same for every run on a lake (its data root, DuckDB's threads). dbt
+# throws its whole parse away when --vars change, so dates in --vars cost every run a full
+# re-parse; with them here, dbt re-uses the last run's parse (dbt_project.reused_parse).
+RUN_VALUES_ENV = "REFINERY_GOLD_RUN"
+
+
+@dataclass(frozen=True)
+class DbtBuild:
+    """One `dbt build` of a run: its arguments, and the run's values for RUN_VALUES_ENV."""
+
+    args: list[str]
+    run_values: dict[str, Any]
+
+    @property
+    def vars_arg(self) -> str:
+        return self.args[self.args.index("--vars") + 1]
+
+    @property
+    def env(self) -> dict[str, str]:
+        return {RUN_VALUES_ENV: json.dumps(self.run_values, sort_keys=True)}
+
+
+def dbt_build(min_date: date, max_date: date, data_dir: Path) -> DbtBuild:
     """`dbt build` of knowledge dates [min_date, max_date] on the lake at `data_dir`: the profile
     and the silver sources take the data root from the var, not from the environment; the
     signatures of the silver partitions it reads let dbt re-aggregate the ones that changed."""
     lake = LakePaths(Path(data_dir).resolve())
-    dbt_vars = {
+    lake_vars = {"data_dir": str(lake.root), "duckdb_threads": duckdb_threads()}
+    run_values = {
         "min_date": min_date.isoformat(),
         "max_date": max_date.isoformat(),
-        "data_dir": str(Path(data_dir).resolve()),
-        "duckdb_threads": duckdb_threads(),
         "arrival_signatures": arrival_signatures(lake, read_window_start(min_date), max_date),
     }
-    return ["build", "--vars", vars_arg(dbt_vars)]
+    return DbtBuild(["build", "--vars", vars_arg(lake_vars)], run_values)
 
 
 def arrival_signatures(lake: LakePaths, first: date, last: date) -> dict[str, str]:
