@@ -22,9 +22,10 @@ PACKAGE = REPO / "refinery"
 NAME = re.compile(r"^REFINERY_[A-Z0-9_]+$")
 # A test hook, not a setting: refinery/faults.py SIGKILLs at the point it names.
 HOOK = {"refinery/faults.py": {"REFINERY_KILL_AT"}}
-# The demo starts a dagster daemon and webserver with settings of its own: it names variables to
-# SET them for those processes (it may not read one either).
-SETS_FOR_CHILDREN = {"refinery/demo.py"}
+# The demo starts a dagster daemon and webserver with settings of its own, and gold's planner
+# passes a run's dates to its dbt subprocess in REFINERY_GOLD_RUN (not a setting: nobody sets it
+# but the gold step): they name variables to SET them for those processes (and may not read one).
+SETS_FOR_CHILDREN = {"refinery/demo.py", "refinery/assets/gold/plan.py"}
 # Read outside the package (bench/, the fuzz tests), never by refinery itself.
 NOT_REFINERY = {"REFINERY_FUZZ_EXAMPLES", "REFINERY_KILL_AT"}
 

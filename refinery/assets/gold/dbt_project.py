@@ -86,8 +86,9 @@ def dbt_project() -> DbtProject:
 
 
 class RefineryDbtCliResource(DbtCliResource):
-    """dagster-dbt's resource without two fixed costs of every gold run (measured: the dbt step
-    of a daily run 9.5 → 4.9 s, with the re-used parse; docs/BENCHMARKS.md):
+    """dagster-dbt's resource without two fixed costs of every gold run (measured, with the
+    re-used parse below: a daily run's dbt step outside dbt's own node times 9.7 → 3.8 s;
+    docs/BENCHMARKS.md):
 
     - dagster-dbt learns the version of the dbt it runs by running `dbt --version` once per
       resource, that is once per run; that command imports dbt and asks PyPI for the latest
