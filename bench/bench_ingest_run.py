@@ -55,7 +55,7 @@ print(json.dumps({"import": imported, "wall": wall, "run_id": result.run_id,
 
 HISTORY = r"""
 import json, sys
-from dagster import AssetSelection, DagsterInstance
+from dagster import DagsterInstance
 import refinery.definitions as d
 first, last = sys.argv[1:3]
 job = d.defs.resolve_job_def("ingest_job")
