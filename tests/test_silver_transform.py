@@ -2,10 +2,12 @@
 
 import itertools
 from datetime import UTC, date, datetime
+from decimal import Decimal
 
 import polars as pl
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from polars.testing import assert_frame_equal
 
 from refinery.assets.bronze.ingest import (
     bronze_events_from_file,
@@ -14,7 +16,7 @@ from refinery.assets.bronze.ingest import (
 )
 from refinery.assets.silver.assets import write_silver_events
 from refinery.assets.silver.event_index import prior_rows
-from refinery.assets.silver.transform import clean_events, clean_snapshot
+from refinery.assets.silver.transform import clean_events, clean_snapshot, detached
 from refinery.contracts.silver import EVENTS, PRODUCTS, USERS
 from refinery.resources.lake import LakePaths, write_parquet_atomic
 from tests.landing_factory import FAULTY_LINES, PRODUCTS_CSV, USERS_CSV, event, line, write_lines
@@ -243,3 +245,21 @@ def test_history_written_with_other_columns_still_deduplicates(tmp_path):
     found = prior_rows(lake, ARRIVAL, pl.Series(["old1", "old2", "new"]))
     assert found["event_id"].to_list() == ["old1", "old2"]
     assert found["session_id"].to_list() == [None, "s1"]
+
+
+def test_detached_rows_equal_the_originals_in_values_and_dtypes():
+    # what silver keeps of each part (quarantine, duplicates) is copied before the next part; the
+    # copy must be the same frame (its memory effect is measured by bench/silver_memory.py)
+    n = 20_000
+    frame = pl.DataFrame(
+        {
+            "s": [f"{i:08d}-" + "x" * 40 for i in range(n)],
+            "t": pl.Series([datetime(2025, 1, 1, tzinfo=UTC)] * n).dt.cast_time_unit("us"),
+            "d": pl.Series([Decimal("1.25")] * n, dtype=pl.Decimal(12, 2)),
+            "n": pl.Series([None, 1] * (n // 2), dtype=pl.Int64),
+            "day": [date(2025, 1, 1)] * n,
+        }
+    )
+    few = frame.filter(pl.int_range(pl.len()) % 5_000 == 0)
+    assert_frame_equal(detached(few), few)
+    assert_frame_equal(detached(frame.clear()), frame.clear())

@@ -29,6 +29,7 @@ from refinery.assets.silver.transform import (
     by_reason,
     clean_snapshot,
     conflicts,
+    detached,
     duplicate_fates,
     keep_first_arrivals,
     split_events,
@@ -65,7 +66,7 @@ def write_silver_events(
         part = staging / f"part-{i}.parquet"
         write_parquet_atomic(split.silver, part)
         parts.append((part, split.silver.height))
-        quarantined.append(split.quarantine)
+        quarantined.append(detached(split.quarantine))  # not a view into the whole part
         bronze_rows += split.bronze_rows
         del split
     kill_point("silver.after_parts")
@@ -82,7 +83,7 @@ def write_silver_events(
         offset += rows
         if not part_keep.all():
             frame = pl.read_parquet(part)
-            duplicates.append(frame.filter(~part_keep))
+            duplicates.append(detached(frame.filter(~part_keep)))
             write_parquet_atomic(frame.filter(part_keep), part)
             del frame
     # the originals of the day's own duplicates, wherever in the day they are

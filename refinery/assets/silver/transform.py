@@ -6,6 +6,7 @@ DESIGN.md: `bronze rows = silver rows + quarantined rows + duplicates dropped`.
 
 from __future__ import annotations
 
+import io
 from dataclasses import dataclass, field
 
 import polars as pl
@@ -212,6 +213,18 @@ def split_events(bronze: pl.DataFrame | pl.LazyFrame, contract: Contract = EVENT
     del frame
     quarantine = _with_raw_lines(quarantine, bronze)
     return SilverResult(silver, quarantine, silver.clear(), bronze_rows, by_reason(quarantine))
+
+
+def detached(frame: pl.DataFrame) -> pl.DataFrame:
+    """`frame`, copied into buffers of its own. Polars' strings are views into the buffers of the
+    frame they were filtered from, so a few quarantined or duplicate rows kept from each part of a
+    day would keep every part's strings alive: measured on a 7.1M-event day, silver's peak grew by
+    ~0.15 GB per 128 MB part and reached 3.5 GB. Written as Arrow IPC with plain (non-view)
+    strings and read back, the rows hold only their own bytes (peak 2.1 GB)."""
+    buffer = io.BytesIO()
+    frame.write_ipc(buffer, compat_level=pl.CompatLevel.oldest())
+    buffer.seek(0)
+    return pl.read_ipc(buffer)
 
 
 def keep_first_arrivals(
