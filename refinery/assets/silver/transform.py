@@ -220,7 +220,7 @@ def detached(frame: pl.DataFrame) -> pl.DataFrame:
     frame they were filtered from, so a few quarantined or duplicate rows kept from each part of a
     day would keep every part's strings alive: measured on a 7.1M-event day, silver's peak grew by
     ~0.15 GB per 128 MB part and reached 3.5 GB. Written as Arrow IPC with plain (non-view)
-    strings and read back, the rows hold only their own bytes (peak 2.1 GB)."""
+    strings and read back, the rows hold only their own bytes (peak 2.0 GB)."""
     buffer = io.BytesIO()
     frame.write_ipc(buffer, compat_level=pl.CompatLevel.oldest())
     buffer.seek(0)
