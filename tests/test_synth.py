@@ -572,6 +572,67 @@ def test_renderer_matches_python_formatting():
         assert lines.line(i) == expected
 
 
+def test_windowed_day_is_the_whole_day_merged_and_sorted(monkeypatch):
+    """A day is merged one arrival-time window at a time from its packed stream parts; the
+    windows laid end to end must be exactly the day merged in one go (rows, order, dtypes)."""
+    import importlib
+
+    from refinery.synth import sessions
+
+    gen = importlib.import_module("refinery.synth.generate")  # the module, not the function
+    from refinery.synth.world import states_through
+
+    monkeypatch.setattr(sessions, "SESSIONS_PER_PART", 150)  # several parts per stream
+    config = small_config(days=5)
+    states = {s.day_index: s for s in states_through(config, 4)}
+
+    def merged_in_one_go(day: int) -> sessions.EventBatch:
+        def stream(source, name, delivery, share):
+            n = gen._sessions(config, source, share)
+            return sessions.simulate_stream_parts(config, states[source], name, n, delivery)
+
+        batches = [
+            stream(day, "bulk", "on_time", gen.BULK_SHARE),
+            stream(day, "resend", "resend", gen.RESEND_SHARE),
+        ]
+        for source in range(max(0, day - gen.MAX_LATENESS_DAYS), day):
+            late = stream(source, "late", "late", gen.LATE_SHARE)
+            batches.append(late.take(late["arrival_day"] == day))
+            copies = stream(source, "resend", "resend", gen.RESEND_SHARE)
+            copies = copies.take(copies["resend_day"] == day)
+            copies.columns["arrival_day"] = copies.columns.pop("resend_day")
+            copies.columns["arrival_ms"] = copies.columns.pop("resend_ms")
+            copies.columns["origin"] = np.full(len(copies), sessions.REDELIVERED, np.int8)
+            batches.append(copies)
+        events = sessions.EventBatch.concat(batches)
+        return events.take(np.argsort(events["arrival_ms"], kind="stable"))
+
+    for window_rows in (10**9, 700, 97):
+        monkeypatch.setattr(gen, "WINDOW_ROWS", window_rows)
+        for day in (0, 4):
+            expected = merged_in_one_go(day)
+            got = gen.assemble_day(config, states, day)
+            assert set(got.columns) == set(expected.columns)
+            for name, values in expected.columns.items():
+                assert got[name].dtype == values.dtype, name
+                assert np.array_equal(got[name], values), (window_rows, day, name)
+
+
+def test_window_size_does_not_change_the_bytes(tmp_path, monkeypatch):
+    import importlib
+
+    from refinery.synth import sessions
+
+    gen = importlib.import_module("refinery.synth.generate")  # the module, not the function
+
+    monkeypatch.setattr(sessions, "SESSIONS_PER_PART", 200)
+    config = small_config(days=4, first_day=0, fault_rate=0.01, truncated_gzip_days=(3,))
+    generate(config, tmp_path / "whole")
+    monkeypatch.setattr(gen, "WINDOW_ROWS", 333)
+    generate(config, tmp_path / "windowed")
+    assert all_files(tmp_path / "whole") == all_files(tmp_path / "windowed")
+
+
 def test_chunked_rendering_and_parallel_gzip_do_not_change_the_content(tmp_path, monkeypatch):
     """Big days are rendered and deflated in chunks; small chunks must give the same lines."""
     from refinery.synth import writer

@@ -8,6 +8,8 @@ without rebuilding the whole of A-3..A-1.
 
 from __future__ import annotations
 
+import datetime as dt
+import itertools
 import json
 import os
 import sys
@@ -22,19 +24,22 @@ import numpy as np
 import polars as pl
 
 from refinery.resources.lake import LakePaths, replace_dir_atomic
+from refinery.synth import writer
 from refinery.synth.config import SynthConfig
 from refinery.synth.event_lines import render_events
 from refinery.synth.faults import FAULT_KINDS, INVALID_KINDS, plan_faults
 from refinery.synth.rng import rng_for
 from refinery.synth.sessions import (
+    DAY_MS,
     MEAN_EVENTS_PER_SESSION,
     REDELIVERED,
     EventBatch,
     events_target,
+    simulate_stream_packed,
     simulate_stream_parts,
 )
 from refinery.synth.world import WorldState, products_snapshot, states_through, users_snapshot
-from refinery.synth.writer import gzip_bytes, write_events_file
+from refinery.synth.writer import gzip_bytes, write_event_chunks
 
 LATE_SHARE = 0.02  # of a day's events arrive 1-3 days late (whole sessions)
 RESEND_SHARE = 0.005  # of a day's events are delivered again 1-3 days later
@@ -42,6 +47,10 @@ BULK_SHARE = 1.0 - LATE_SHARE - RESEND_SHARE
 MAX_LATENESS_DAYS = 3
 TRUNCATED_GZIP_EVENTS = 400
 MANIFEST_VERSION = 1
+# Rows of a day merged at a time (about): the day is written in windows of arrival time this
+# large, so one big day needs its packed parts (~33 bytes an event) plus a few windows.
+WINDOW_ROWS = 1_000_000
+EPOCH = dt.datetime(1970, 1, 1)
 
 
 def _sessions(config: SynthConfig, day_index: int, share: float) -> int:
@@ -54,27 +63,101 @@ def _stream(config, state: WorldState, stream: str, delivery: str, share: float,
     )
 
 
+class ArrivalDay:
+    """The event rows that land on one day, produced in arrival order one time window at a time.
+
+    The day's rows are its on-time stream (kept packed in its simulated parts, see
+    StreamParts), its re-sent originals, and the late sessions and re-deliveries of
+    earlier days that land on it, all stably sorted by arrival time in that order. A window
+    [lo, hi) of arrival time holds exactly the rows of that sort whose arrival_ms is in it, in
+    the same order: each source's rows in the window keep their order, and a stable sort of
+    the sources laid end to end in the same order gives the same ties. So the windows, one
+    after another, are the whole day's sorted rows, while only one window is ever merged.
+    """
+
+    def __init__(self, config: SynthConfig, states: dict[int, WorldState], day: int, pool=None):
+        state = states[day]
+        self.bulk = simulate_stream_packed(
+            config, state, "bulk", _sessions(config, day, BULK_SHARE), "on_time", pool
+        )
+        date = config.date_of(day)
+        self.day_start_ms = (
+            int((dt.datetime(date.year, date.month, date.day) - EPOCH).total_seconds()) * 1000
+        )
+        others = [_stream(config, state, "resend", "resend", RESEND_SHARE, pool)]
+        for source in range(max(0, day - MAX_LATENESS_DAYS), day):
+            late = _stream(config, states[source], "late", "late", LATE_SHARE, pool)
+            others.append(late.take(late["arrival_day"] == day))
+            resent = _stream(config, states[source], "resend", "resend", RESEND_SHARE, pool)
+            copies = resent.take(resent["resend_day"] == day)
+            copies.columns["arrival_day"] = copies.columns.pop("resend_day")
+            copies.columns["arrival_ms"] = copies.columns.pop("resend_ms")
+            copies.columns["origin"] = np.full(len(copies), REDELIVERED, dtype=np.int8)
+            others.append(copies)
+        for batch in others:
+            batch.columns.pop("resend_day", None)
+            batch.columns.pop("resend_ms", None)
+        self.others = others
+        self.n = len(self.bulk) + sum(len(b) for b in others)
+
+    def __len__(self) -> int:
+        return self.n
+
+    def windows(self, names=None):
+        """Yield the day's rows in arrival order, as one EventBatch per window of arrival time.
+
+        `names` limits the columns (seq, time_ms and arrival_ms always come along).
+        """
+        n_windows = max(1, -(-self.n // WINDOW_ROWS))
+        cuts = [None, *(round(j * DAY_MS / n_windows) for j in range(1, n_windows)), None]
+        for lo, hi in itertools.pairwise(cuts):
+            bulk = self.bulk.window(
+                None if lo is None else lo + self.day_start_ms,
+                None if hi is None else hi + self.day_start_ms,
+                None if names is None else [*names, "arrival_ms"],
+            )
+            pieces = [bulk]
+            for other in self.others:
+                arrival = other["arrival_ms"]
+                inside = np.ones(len(other), dtype=bool)
+                if lo is not None:
+                    inside &= arrival >= lo
+                if hi is not None:
+                    inside &= arrival < hi
+                pieces.append(EventBatch({k: other[k][inside] for k in bulk.columns}))
+            rows = EventBatch.concat(pieces)
+            yield rows.take(np.argsort(rows["arrival_ms"], kind="stable"))
+
+
 def assemble_day(config: SynthConfig, states: dict[int, WorldState], day: int, pool=None):
     """All event rows that land on `day`, in arrival order (the order lines are written)."""
-    on_time = [
-        _stream(config, states[day], "bulk", "on_time", BULK_SHARE, pool),
-        _stream(config, states[day], "resend", "resend", RESEND_SHARE, pool),
-    ]
-    earlier = []
-    for source in range(max(0, day - MAX_LATENESS_DAYS), day):
-        late = _stream(config, states[source], "late", "late", LATE_SHARE, pool)
-        earlier.append(late.take(late["arrival_day"] == day))
-        resent = _stream(config, states[source], "resend", "resend", RESEND_SHARE, pool)
-        copies = resent.take(resent["resend_day"] == day)
-        copies.columns["arrival_day"] = copies.columns.pop("resend_day")
-        copies.columns["arrival_ms"] = copies.columns.pop("resend_ms")
-        copies.columns["origin"] = np.full(len(copies), REDELIVERED, dtype=np.int8)
-        earlier.append(copies)
-    for batch in on_time[1:] + earlier:
-        batch.columns.pop("resend_day", None)
-        batch.columns.pop("resend_ms", None)
-    events = EventBatch.concat(on_time + earlier)
-    return events.take(np.argsort(events["arrival_ms"], kind="stable"))
+    return EventBatch.concat(list(ArrivalDay(config, states, day, pool).windows()))
+
+
+class _RowReader:
+    """Consecutive row ranges of a stream of EventBatches, as batches of the sizes asked for."""
+
+    def __init__(self, batches):
+        self.batches = iter(batches)
+        self.current = None
+        self.at = 0
+
+    def read(self, n: int) -> EventBatch:
+        pieces = []
+        while n > 0:
+            if self.current is None or self.at == len(self.current):
+                self.current, self.at = next(self.batches), 0
+                continue
+            take = min(n, len(self.current) - self.at)
+            pieces.append(self.current.take(slice(self.at, self.at + take)))
+            self.at += take
+            n -= take
+        return pieces[0] if len(pieces) == 1 else EventBatch.concat(pieces)
+
+    def file_chunks(self, n: int):
+        """The next `n` rows cut as one file's render chunks (see writer.file_chunks)."""
+        for a in range(0, n, writer.RENDER_CHUNK_ROWS):
+            yield self.read(min(writer.RENDER_CHUNK_ROWS, n - a))
 
 
 def _population_changes(before: WorldState | None, after: WorldState) -> dict:
@@ -140,27 +223,38 @@ def write_day(
     """Write every landing file of arrival day `day` and return its manifest."""
     date = config.date_of(day)
     iso = date.isoformat()
-    events = assemble_day(config, states, day, pool)
-    faults = plan_faults(events, config.seed, day, config.fault_rate)
+    arrivals = ArrivalDay(config, states, day, pool)
+    n_events = len(arrivals)
+    # faults are planned on the whole day's arrival order, which needs only two small columns
+    kinds = ("origin", "event_type")
+    planned = [{k: w[k] for k in kinds} for w in arrivals.windows(kinds)]
+    faults = plan_faults(
+        EventBatch({k: np.concatenate([w[k] for w in planned]) for k in kinds}),
+        config.seed,
+        day,
+        config.fault_rate,
+    )
+    del planned
 
     n_files = int(rng_for(config.seed, day, "files").integers(1, 5))
     gzip = day % 3 == 2
     suffix = ".jsonl.gz" if gzip else ".jsonl"
-    bounds = np.linspace(0, len(events), n_files + 1).astype(np.int64)
+    bounds = np.linspace(0, n_events, n_files + 1).astype(np.int64)
     fault_rows = np.array(sorted(faults), dtype=np.int64)
 
     events_dir = paths.landing_dir("events", iso)
     staging = _staging(events_dir)
     files = []
+    reader = _RowReader(arrivals.windows())
     try:
         for k in range(n_files):
             lo, hi = int(bounds[k]), int(bounds[k + 1])
             mine = fault_rows[(fault_rows >= lo) & (fault_rows < hi)]
             files.append(
-                write_events_file(
+                write_event_chunks(
                     staging / f"events-{iso}-{k + 1}{suffix}",
                     gzip,
-                    events.take(slice(lo, hi)),
+                    reader.file_chunks(hi - lo),
                     {int(r) - lo: faults[int(r)] for r in mine},
                     config.start,
                     date,
@@ -221,7 +315,7 @@ def write_day(
             "faults": fault_totals,
             "redelivered": redelivered,
             "late": sum(f["late"]["count"] for f in regular),
-            "on_time": len(events) - redelivered - sum(f["late"]["count"] for f in regular),
+            "on_time": n_events - redelivered - sum(f["late"]["count"] for f in regular),
         },
         "expected_silver": {
             "quarantined": quarantined,

@@ -71,7 +71,7 @@ class EventBatch:
     columns: dict[str, np.ndarray]
 
     def __len__(self) -> int:
-        return len(self.columns["seq"])
+        return len(next(iter(self.columns.values())))
 
     def __getitem__(self, name: str) -> np.ndarray:
         return self.columns[name]
@@ -386,3 +386,120 @@ def simulate_stream_parts(
         merged = merged.take(np.argsort(merged["time_ms"], kind="stable"))
     merged.columns["seq"] = np.arange(len(merged), dtype=np.int64)
     return merged
+
+
+_INT32 = np.iinfo(np.int32)
+
+
+class _PackedPart:
+    """One part of a stream, sorted by time, in about 33 bytes an event instead of about 75.
+
+    A column constant over the part is kept as one value, `arrival_ms` (time_ms minus a
+    constant, for on-time streams) as that constant, int64 columns whose values fit in int32
+    as int32. Rows are unpacked to exactly the original values and dtypes.
+    """
+
+    def __init__(self, batch: EventBatch):
+        columns = batch.columns
+        self.n = len(batch)
+        self.time_ms = columns["time_ms"]
+        self.stored: dict[str, tuple] = {}
+        for name, values in columns.items():
+            if name == "time_ms":
+                continue
+            if self.n and (values == values[0]).all():
+                self.stored[name] = ("constant", values[0], values.dtype)
+                continue
+            if name == "arrival_ms" and self.n:
+                delta = values - self.time_ms
+                if (delta == delta[0]).all():
+                    self.stored[name] = ("after_time", delta[0], values.dtype)
+                    continue
+            if (
+                values.dtype == np.int64
+                and self.n
+                and _INT32.min <= values.min()
+                and values.max() <= _INT32.max
+            ):
+                self.stored[name] = ("narrowed", values.astype(np.int32), values.dtype)
+            else:
+                self.stored[name] = ("as_is", values, values.dtype)
+        self.names = tuple(columns)
+
+    def rows(self, a: int, b: int, names) -> dict[str, np.ndarray]:
+        out = {}
+        for name in names:
+            if name == "time_ms":
+                out[name] = self.time_ms[a:b]
+                continue
+            how, value, dtype = self.stored[name]
+            if how == "constant":
+                out[name] = np.full(b - a, value, dtype=dtype)
+            elif how == "after_time":
+                out[name] = (self.time_ms[a:b] + value).astype(dtype, copy=False)
+            elif how == "narrowed":
+                out[name] = value[a:b].astype(dtype)
+            else:
+                out[name] = value[a:b]
+        return out
+
+
+class StreamParts:
+    """A whole stream kept as its simulated parts, merged and numbered one time window at a time.
+
+    `window(lo, hi)` gives exactly the rows of `simulate_stream_parts` (same stream, same
+    arguments) whose time_ms is in [lo, hi), in the same order and with the same `seq`: the
+    merged stream is a stable sort by time of the parts laid end to end, so its rows in a
+    window are the parts' rows in that window, laid end to end in part order and stably
+    sorted by time; their seq starts at the number of rows before `lo`. Holding the parts
+    packed instead of the merged stream (plus the copies a merge makes) is what lets one very
+    large day be written in bounded memory.
+    """
+
+    def __init__(self, parts: list[_PackedPart]):
+        self.parts = parts
+        self.names = parts[0].names
+
+    def __len__(self) -> int:
+        return sum(p.n for p in self.parts)
+
+    def window(self, lo: int | None, hi: int | None, names=None) -> EventBatch:
+        """Rows with lo <= time_ms < hi (None: unbounded), with the named columns (and seq)."""
+        wanted = [n for n in (names or self.names) if n != "seq"]
+        if "time_ms" not in wanted:
+            wanted.append("time_ms")
+        first = 0
+        pieces = []
+        for part in self.parts:
+            a = 0 if lo is None else int(np.searchsorted(part.time_ms, lo, side="left"))
+            b = part.n if hi is None else int(np.searchsorted(part.time_ms, hi, side="left"))
+            first += a
+            pieces.append(EventBatch(part.rows(a, b, wanted)))
+        merged = EventBatch.concat(pieces) if len(pieces) > 1 else pieces[0]
+        if len(pieces) > 1:
+            merged = merged.take(np.argsort(merged["time_ms"], kind="stable"))
+        seq = np.arange(first, first + len(merged), dtype=np.int64)
+        return EventBatch({"seq": seq, **merged.columns})
+
+
+def simulate_stream_packed(
+    config: SynthConfig, state: WorldState, stream: str, n_sessions: int, delivery: str, pool=None
+) -> StreamParts:
+    """The stream `simulate_stream_parts` gives, kept packed in its parts (see StreamParts)."""
+    n_parts = max(1, -(-n_sessions // SESSIONS_PER_PART))
+    bounds = np.linspace(0, n_sessions, n_parts + 1).astype(np.int64)
+
+    def part(k: int) -> _PackedPart:
+        size = int(bounds[k + 1] - bounds[k])
+        return _PackedPart(
+            simulate_stream(
+                config, state, stream, size, delivery, part=k, session_base=int(bounds[k])
+            )
+        )
+
+    parts = (
+        list(pool.map(part, range(n_parts)))
+        if pool is not None and n_parts > 1
+        else [part(k) for k in range(n_parts)]
+    )
+    return StreamParts(parts)

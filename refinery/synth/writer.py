@@ -17,7 +17,6 @@ import numpy as np
 
 from refinery.synth.event_lines import render_events
 from refinery.synth.faults import FAULT_KINDS, PlannedFault, faulty_line
-from refinery.synth.lines import RenderedLines
 from refinery.synth.sessions import LATE, REDELIVERED, EventBatch
 
 RENDER_CHUNK_ROWS = 131_072
@@ -103,30 +102,34 @@ def gzip_bytes(data: bytes) -> bytes:
     return _GZIP_HEADER + _deflate_piece(data, b"") + _gzip_trailer(zlib.crc32(data), len(data))
 
 
-def _rendered_chunks(events: EventBatch, start: dt.date, pool: Executor | None):
-    """Yield (first row, rendered lines) per chunk, rendering up to 3 chunks ahead."""
-    bounds = [
-        (a, min(a + RENDER_CHUNK_ROWS, len(events)))
-        for a in range(0, len(events), RENDER_CHUNK_ROWS)
-    ]
+def _rendered_chunks(chunks, start: dt.date, pool: Executor | None):
+    """Yield (first row, chunk, rendered lines) per chunk, rendering up to 3 chunks ahead."""
 
-    def render_chunk(bound: tuple[int, int]) -> RenderedLines:
-        a, b = bound
-        return render_events(events.take(slice(a, b)), start)
+    def numbered():
+        first = 0
+        for chunk in chunks:
+            yield first, chunk
+            first += len(chunk)
 
     if pool is None:
-        for bound in bounds:
-            yield bound[0], render_chunk(bound)
+        for first, chunk in numbered():
+            yield first, chunk, render_events(chunk, start)
         return
     pending: deque = deque()
-    for bound in bounds:
-        pending.append((bound[0], pool.submit(render_chunk, bound)))
+    for first, chunk in numbered():
+        pending.append((first, chunk, pool.submit(render_events, chunk, start)))
         if len(pending) > 3:
-            first, future = pending.popleft()
-            yield first, future.result()
+            first, chunk, future = pending.popleft()
+            yield first, chunk, future.result()
     while pending:
-        first, future = pending.popleft()
-        yield first, future.result()
+        first, chunk, future = pending.popleft()
+        yield first, chunk, future.result()
+
+
+def file_chunks(events: EventBatch):
+    """`events` cut into the render chunks of one file (RENDER_CHUNK_ROWS rows each)."""
+    for a in range(0, len(events), RENDER_CHUNK_ROWS):
+        yield events.take(slice(a, min(a + RENDER_CHUNK_ROWS, len(events))))
 
 
 def write_events_file(
@@ -143,13 +146,40 @@ def write_events_file(
     `faults` is keyed by row index within `events`. Line numbers in the manifest are 1-based,
     counted as a reader of the file would count them.
     """
+    return write_event_chunks(path, gzip, file_chunks(events), faults, start, arrival_date, pool)
+
+
+def write_event_chunks(
+    path: Path,
+    gzip: bool,
+    chunks,
+    faults: dict[int, PlannedFault],
+    start: dt.date,
+    arrival_date: dt.date,
+    pool: Executor | None = None,
+) -> dict:
+    """`write_events_file` for a file whose rows come as consecutive chunks (EventBatches).
+
+    The chunks are the render (and, for gzip, deflate) units, so the bytes are those of
+    `write_events_file` only when they are cut as `file_chunks` cuts: RENDER_CHUNK_ROWS rows
+    each, counted from the file's first row. Only the chunks being rendered are held.
+    """
     fault_rows = np.array(sorted(faults), dtype=np.int64)
     lines_of: dict[str, list[int]] = {kind: [] for kind in FAULT_KINDS}
     sink = _Sink(path, gzip, pool)
     line_no = 0
     raw_bytes = 0
+    redelivered_rows, redelivered_days, late_rows, late_days = [], [], [], []
     try:
-        for first, lines in _rendered_chunks(events, start, pool):
+        for first, chunk, lines in _rendered_chunks(chunks, start, pool):
+            origin = chunk["origin"]
+            for rows, days, which in (
+                (redelivered_rows, redelivered_days, REDELIVERED),
+                (late_rows, late_days, LATE),
+            ):
+                mine = np.flatnonzero(origin == which)
+                rows.append(mine + first)
+                days.append(chunk["event_day"][mine])
             lo, hi = np.searchsorted(fault_rows, [first, first + len(lines)])
             position = 0
             for row in fault_rows[lo:hi]:
@@ -183,12 +213,14 @@ def write_events_file(
     def line_numbers(rows: np.ndarray) -> list[int]:
         return (rows + 1 + np.searchsorted(duplicate_rows, rows, side="left")).tolist()
 
-    origin = events["origin"]
-    redelivered_rows = np.flatnonzero(origin == REDELIVERED)
-    late_rows = np.flatnonzero(origin == LATE)
+    def joined(pieces: list[np.ndarray], dtype) -> np.ndarray:
+        return np.concatenate([np.zeros(0, dtype=dtype), *pieces])
 
-    def by_event_date(rows: np.ndarray) -> dict[str, int]:
-        days, counts = np.unique(events["event_day"][rows], return_counts=True)
+    redelivered = joined(redelivered_rows, np.int64)
+    late = joined(late_rows, np.int64)
+
+    def by_event_date(event_days: np.ndarray) -> dict[str, int]:
+        days, counts = np.unique(event_days, return_counts=True)
         return {
             (start + dt.timedelta(days=int(d))).isoformat(): int(c) for d, c in zip(days, counts)
         }
@@ -201,9 +233,9 @@ def write_events_file(
         "bytes": path.stat().st_size,
         "faults": {kind: {"count": len(lines), "lines": lines} for kind, lines in lines_of.items()},
         "redelivered": {
-            "count": len(redelivered_rows),
-            "lines": line_numbers(redelivered_rows),
-            "by_event_date": by_event_date(redelivered_rows),
+            "count": len(redelivered),
+            "lines": line_numbers(redelivered),
+            "by_event_date": by_event_date(joined(redelivered_days, np.int32)),
         },
-        "late": {"count": len(late_rows), "by_event_date": by_event_date(late_rows)},
+        "late": {"count": len(late), "by_event_date": by_event_date(joined(late_days, np.int32))},
     }
