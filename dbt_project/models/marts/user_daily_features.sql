@@ -30,10 +30,20 @@
 {%- set window_only = ['items_purchased', 'events_with_device', 'mobile_events'] %}
 {%- set distinct = {'sessions_7d': ('session', 7), 'sessions_30d': ('session', window_days),
     'distinct_products_30d': ('product', window_days), 'active_days_30d': ('day', window_days)} %}
+{%- set additive_measures = [] %}
+{%- for name in additive %}{% for suffix, days in windows.items() %}{% do additive_measures.append((name ~ '_' ~ suffix, name, days)) %}{% endfor %}{% endfor %}
+{%- for name in window_only %}{% do additive_measures.append((name ~ '_30d', name, window_days)) %}{% endfor %}
 {%- set measures = [] %}
-{%- for name in additive %}{% for suffix in windows %}{% do measures.append(name ~ '_' ~ suffix) %}{% endfor %}{% endfor %}
-{%- for name in window_only %}{% do measures.append(name ~ '_30d') %}{% endfor %}
+{%- for measure, _, _ in additive_measures %}{% do measures.append(measure) %}{% endfor %}
 {%- for name in distinct %}{% do measures.append(name) %}{% endfor %}
+{#- window sizes once each (a sum filters on its size), and the longest: an event counts for
+    the recency of its last event only while it is in some window -#}
+{%- set window_sizes = windows.values() | unique | list %}
+{%- set window_start = date_literal(days_before(as_of[0], window_days - 1)) %}
+{%- set in_window = "arrival_date >= " ~ window_start ~ " and greatest(event_date, arrival_date, "
+    ~ first ~ ") <= least(event_date + " ~ (window_sizes | max - 1) ~ ", " ~ last ~ ")" %}
+{%- set purchase_in_lookback = "purchases > 0 and event_date > "
+    ~ date_literal(days_before(as_of[0], lookback_days)) %}
 
 with as_of_dates as (
 
@@ -62,76 +72,110 @@ day_keys as (
 
 ),
 
--- additive measures: one interval per (user, event_date, arrival_date) and window, clipped to
--- the run's as-of dates
-additive_intervals as (
+-- additive measures: each (user, event_date, arrival_date) row counts in a w-day window on
+-- [greatest(event_date, arrival_date), event_date + w - 1], clipped to the run's as-of dates: +x
+-- on its first day, -x on the day after its last, summed per (user, day) on narrow rows (one per
+-- row and window size)
+window_sizes as (
 
-    {%- for suffix, days in windows.items() %}
+    select w from (values
+        {%- for days in window_sizes %} ({{ days }}){{ "," if not loop.last }}{% endfor %}
+    ) as sizes(w)
+
+),
+
+additive_spans as (
+
     select
-        user_id,
+        day_events.*,
+        window_sizes.w,
         greatest(event_date, arrival_date, {{ first }}) as first_day,
-        least(event_date + {{ days - 1 }}, {{ last }}) as last_day,
-        event_date
-        {%- for measure in measures %},
-        {%- set name = measure.rsplit('_', 1)[0] %}
-        {%- if measure.endswith('_' ~ suffix) and (name in additive or (suffix == '30d' and name in window_only)) %}
-        {{ name }} as {{ measure }}
-        {%- else %}
-        0 as {{ measure }}
-        {%- endif %}
-        {%- endfor %}
+        least(event_date + window_sizes.w - 1, {{ last }}) as last_day
     from day_events
-    where arrival_date >= {{ date_literal(days_before(as_of[0], window_days - 1)) }}
-    {{ 'union all' if not loop.last }}
-    {%- endfor %}
+    cross join window_sizes
+    where arrival_date >= {{ window_start }}
 
 ),
 
--- distinct keys: one interval per day and arrival a key occurred on; overlapping intervals of a
--- key must count once per as-of date
-key_intervals as (
+additive_changes as (
 
-    {%- for measure, spec in distinct.items() %}
-    {%- set kind, days = spec %}
     select
         user_id,
-        '{{ measure }}' as measure,
-        {{ "cast(event_date as varchar)" if kind == 'day' else "key" }} as key,
-        greatest(event_date, arrival_date, {{ first }}) as first_day,
-        least(event_date + {{ days - 1 }}, {{ last }}) as last_day
-    from {{ "day_events" if kind == 'day' else "day_keys" }}
-    where arrival_date >= {{ date_literal(days_before(as_of[0], window_days - 1)) }}
-        {%- if kind != 'day' %} and kind = '{{ kind }}'{% endif %}
-    {{ 'union all' if not loop.last }}
-    {%- endfor %}
+        change_day
+        {%- for measure, column, days in additive_measures %},
+        sum(sign * {{ column }}) filter (where w = {{ days }}) as {{ measure }}
+        {%- endfor %}
+    from (
+        select *, first_day as change_day, 1 as sign
+        from additive_spans where first_day <= last_day
+        union all
+        select *, last_day + 1, -1
+        from additive_spans where first_day <= last_day and last_day < {{ last }}
+    ) as signed
+    group by user_id, change_day
 
 ),
 
-key_reach as (
+-- distinct keys: the arrivals of one key on one event day all leave a w-day window together
+-- (after event_date + w - 1), so together they count from the first of them. A key's days, in
+-- the order they became known, each add only the days beyond what the earlier ones cover (up to
+-- the latest of their event days + w - 1): disjoint pieces whose union is the key's, so +1 / -1
+-- on them counts each key once per date. Ties in first_day may split the pieces differently,
+-- never their sum per day. An active day is a key of its own, with one piece.
+key_days as (
+
+    select
+        user_id,
+        kind,
+        key,
+        event_date,
+        greatest(min(greatest(event_date, arrival_date)), {{ first }}) as first_day
+    from day_keys
+    where arrival_date >= {{ window_start }} and kind in ('session', 'product')
+    group by user_id, kind, key, event_date
+
+),
+
+key_cover as (
 
     select
         *,
-        max(last_day) over (
-            partition by user_id, measure, key order by first_day
+        max(event_date) over (
+            partition by user_id, kind, key order by first_day
             rows between unbounded preceding and 1 preceding
-        ) as reach
-    from key_intervals
-    where first_day <= last_day
+        ) as covered_until
+    from key_days
 
 ),
 
--- what each interval adds to the union of its key's earlier-starting intervals: the days after
--- their reach. Those pieces are disjoint and cover the union, so +1 / -1 on them counts each key
--- once per date; ties in first_day may split the pieces differently, never their sum per day.
-key_pieces as (
+count_pieces as (
 
-    select user_id, measure, greatest(first_day, reach + 1) as first_day, last_day
-    from key_reach
-    where reach is null or last_day > reach
+    {%- for measure, spec in distinct.items() %}
+    {%- set kind, days = spec %}
+    {%- if kind == 'day' %}
+    select
+        user_id,
+        '{{ measure }}' as measure,
+        greatest(min(greatest(event_date, arrival_date)), {{ first }}) as first_day,
+        least(event_date + {{ days - 1 }}, {{ last }}) as last_day
+    from day_events
+    where arrival_date >= {{ window_start }}
+    group by user_id, event_date
+    {%- else %}
+    select
+        user_id,
+        '{{ measure }}' as measure,
+        greatest(first_day, coalesce(covered_until + {{ days }}, first_day)) as first_day,
+        least(event_date + {{ days - 1 }}, {{ last }}) as last_day
+    from key_cover
+    where kind = '{{ kind }}'
+    {%- endif %}
+    {{ 'union all' if not loop.last }}
+    {%- endfor %}
 
 ),
 
-key_deltas as (
+count_changes as (
 
     select
         user_id,
@@ -140,63 +184,46 @@ key_deltas as (
         sum(delta) filter (where measure = '{{ measure }}') as {{ measure }}
         {%- endfor %}
     from (
-        select user_id, measure, first_day as change_day, 1 as delta from key_pieces
+        select user_id, measure, first_day as change_day, 1 as delta
+        from count_pieces where first_day <= last_day
         union all
-        select user_id, measure, last_day + 1, -1 from key_pieces where last_day < {{ last }}
+        select user_id, measure, last_day + 1, -1
+        from count_pieces where first_day <= last_day and last_day < {{ last }}
     ) as signed
     group by user_id, change_day
 
 ),
 
--- +value on an interval's first day, -value the day after its last (within the run's dates)
-deltas as (
+-- recencies: the latest event day known (of events still in a window when they became known)
+-- and the latest purchase day within the look-back, as running maxima from each arrival on
+latest_changes as (
 
-    select user_id, first_day as change_day, event_date as latest_event,
-        cast(null as date) as latest_purchase
-        {%- for measure in measures %}, {{ measure }}{% endfor %}
-    from additive_intervals where first_day <= last_day
-    union all
-    select user_id, last_day + 1, null, null
-        {%- for measure in measures %}, -{{ measure }}{% endfor %}
-    from additive_intervals where first_day <= last_day and last_day < {{ last }}
-    union all
-    select user_id, change_day, null, null
-        {%- for measure in measures %}, {{ "coalesce(" ~ measure ~ ", 0)" if measure in distinct else "0" }}{% endfor %}
-    from key_deltas
-    union all
-    -- recency of purchase looks further back than the window (recency_lookback_days)
-    select user_id, greatest(event_date, arrival_date, {{ first }}), null, event_date
-        {%- for measure in measures %}, 0{% endfor %}
+    select
+        user_id,
+        greatest(event_date, arrival_date, {{ first }}) as change_day,
+        max(event_date) filter (where {{ in_window }}) as latest_event,
+        max(event_date) filter (where {{ purchase_in_lookback }}) as latest_purchase
     from day_events
-    where purchases > 0 and event_date > {{ date_literal(days_before(as_of[0], lookback_days)) }}
+    where ({{ in_window }}) or ({{ purchase_in_lookback }})
+    group by user_id, change_day
 
 ),
 
+-- the value of every measure from each change until the next: running sums and maxima per user
 steps as (
 
     select
         user_id,
         change_day,
-        coalesce(
-            lead(change_day) over (partition by user_id order by change_day) - 1, {{ last }}
-        ) as until_day,
+        coalesce(lead(change_day) over running - 1, {{ last }}) as until_day,
         max(latest_event) over running as latest_event,
         max(latest_purchase) over running as latest_purchase
         {%- for measure in measures %},
-        sum({{ measure }}) over running as {{ measure }}
+        coalesce(sum({{ measure }}) over running, 0) as {{ measure }}
         {%- endfor %}
-    from (
-        select
-            user_id,
-            change_day,
-            max(latest_event) as latest_event,
-            max(latest_purchase) as latest_purchase
-            {%- for measure in measures %},
-            sum({{ measure }}) as {{ measure }}
-            {%- endfor %}
-        from deltas
-        group by user_id, change_day
-    ) as per_day
+    from additive_changes
+    full join count_changes using (user_id, change_day)
+    full join latest_changes using (user_id, change_day)
     window running as (partition by user_id order by change_day rows unbounded preceding)
 
 ),
@@ -280,38 +307,22 @@ ranked_steps as (
 
 ),
 
-key_counts as (
+-- the favourite is the key with most events on D, ties to the first by name
+favourites as (
 
     select
         ranked_steps.user_id,
-        ranked_steps.kind,
-        ranked_steps.key,
         as_of_dates.as_of_date,
-        row_number() over (
-            partition by ranked_steps.user_id, ranked_steps.kind, as_of_dates.as_of_date
-            order by ranked_steps.events desc, ranked_steps.key asc
-        ) as key_rank,
-        count(*) over (
-            partition by ranked_steps.user_id, ranked_steps.kind, as_of_dates.as_of_date
-        ) as keys
+        first(ranked_steps.key order by ranked_steps.events desc, ranked_steps.key)
+            filter (where ranked_steps.kind = 'category') as favourite_category_30d,
+        count(*) filter (where ranked_steps.kind = 'category') as distinct_categories_30d,
+        first(ranked_steps.key order by ranked_steps.events desc, ranked_steps.key)
+            filter (where ranked_steps.kind = 'device') as main_device_30d
     from ranked_steps
     inner join as_of_dates
         on as_of_dates.as_of_date between ranked_steps.change_day and ranked_steps.until_day
     where ranked_steps.events > 0
-
-),
-
-favourites as (
-
-    select
-        user_id,
-        as_of_date,
-        max(key) filter (where kind = 'category') as favourite_category_30d,
-        max(keys) filter (where kind = 'category') as distinct_categories_30d,
-        max(key) filter (where kind = 'device') as main_device_30d
-    from key_counts
-    where key_rank = 1
-    group by user_id, as_of_date
+    group by ranked_steps.user_id, as_of_dates.as_of_date
 
 ),
 
