@@ -13,8 +13,16 @@ What changes is only how connections are opened: the same files (`$DAGSTER_HOME/
 `history/runs/*.db`, `schedules/schedules.db`, exactly where Dagster's own `storage: sqlite`
 puts them), the same schema, the same statements, the same transactions and commits, so an
 instance can switch between this class and Dagster's at any time. A pooled connection is idle
-between transactions, so it holds no lock and no read snapshot; a commit is as durable as
-before (SQLite WAL; a SIGKILLed process loses nothing it committed).
+between transactions, so it holds no lock and no read snapshot.
+
+One setting differs: the connections run with `PRAGMA synchronous=NORMAL` instead of SQLite's
+default FULL. The databases are in WAL mode (Dagster sets it), where FULL fsyncs the WAL at every
+commit: two fsyncs per stored event (the run's shard and the index), 3.5 s of a 30-date gold
+backfill's 826 events on this machine's disk. Under NORMAL the WAL is fsynced at checkpoints
+only. A commit survives the process (a SIGKILLed run worker loses nothing it committed, and the
+database is never corrupted); only a power cut or kernel crash may roll back the last commits,
+which SQLite documents as the trade of WAL + NORMAL. Dagster's own storage class, which keeps
+FULL, reads and writes the same files.
 
 Guards:
 - a forked child never uses its parent's connections: engines are keyed by process id;
@@ -59,7 +67,7 @@ from dagster._core.storage.sqlite_storage import (
     _schedule_directory,
 )
 from dagster._serdes import ConfigurableClassData
-from sqlalchemy import create_engine
+from sqlalchemy import create_engine, event
 from sqlalchemy.engine import Connection, Engine
 
 # A run worker touches one run shard; the daemon and the webserver read many. Each cached engine
@@ -90,6 +98,8 @@ class EngineCache:
             for stale in [k for k in self._engines if k[0] != key[0]]:
                 self._engines.pop(stale).dispose(close=False)
             engine = create_engine(url, **self._kwargs)
+            if url.startswith("sqlite"):
+                event.listen(engine, "connect", _commit_without_fsync)
             self._engines[key] = engine
             evictable = [k for k in self._engines if k[1] not in self._pinned and k != key]
             while len(self._engines) > self._capacity and evictable:
@@ -101,6 +111,13 @@ class EngineCache:
             while self._engines:
                 _, engine = self._engines.popitem()
                 engine.dispose()
+
+
+def _commit_without_fsync(dbapi_connection, _record) -> None:
+    """WAL + synchronous=NORMAL on each new SQLite connection (the module docstring says why)."""
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.close()
 
 
 @contextmanager

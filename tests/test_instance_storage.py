@@ -137,6 +137,41 @@ def test_processes_writing_at_once_lose_no_event(monkeypatch, tmp_path):
         )
 
 
+def test_a_sigkilled_writer_loses_nothing_it_committed(monkeypatch, tmp_path):
+    """The pooled connections commit without fsync (WAL + synchronous=NORMAL): a run worker
+    SIGKILLed right after its commits, before any checkpoint or clean close, loses none of them,
+    and Dagster's own storage reads them back."""
+    home, plain = _homes(tmp_path)
+    DagsterInstance.from_config(str(home))
+    script = textwrap.dedent(
+        """
+        import os, signal, sys
+        from dagster import DagsterInstance
+        from tests.test_instance_storage import _report_events
+        _report_events(sys.argv[1], "killed", 40)
+        storage = DagsterInstance.get().event_log_storage
+        with storage._connect("index") as conn:
+            print(conn.exec_driver_sql("PRAGMA synchronous").scalar(),
+                  conn.exec_driver_sql("PRAGMA journal_mode").scalar(), flush=True)
+        os.kill(os.getpid(), signal.SIGKILL)
+        """
+    )
+    env = {**os.environ, "DAGSTER_HOME": str(home)}
+    proc = subprocess.run(
+        [sys.executable, "-c", script, str(home)],
+        check=False,
+        env=env,
+        capture_output=True,
+        text=True,
+    )
+    assert proc.returncode == -9, proc.stderr[-2000:]
+    assert proc.stdout.split() == ["1", "wal"]  # NORMAL, in WAL mode
+    monkeypatch.setenv("DAGSTER_HOME", str(home))
+    instance = _as_dagster_would(home, plain)
+    records = instance.fetch_materializations(AssetKey("killed"), limit=100).records
+    assert sorted(r.asset_materialization.metadata["n"].value for r in records) == list(range(40))
+
+
 @pytest.mark.skipif(sys.platform != "linux", reason="fork start method")
 def test_a_forked_child_does_not_use_its_parents_connections(monkeypatch, tmp_path):
     home, _ = _homes(tmp_path)
