@@ -182,9 +182,12 @@ def platform_stage(
     """One stage in a fresh process; `tree`: the checkout whose code runs (another commit's
     worktree for a before/after comparison)."""
     out = logs / f"{tag}-{stage}.json"
+    # another checkout runs with its own environment (its `make setup`), as it was installed
+    own = tree / ".venv" / "bin" / "python"
+    python = str(own) if tree != REPO and own.exists() else sys.executable
     measured = run_measured(
         [
-            sys.executable, "-m", "bench.stage", stage,
+            python, "-m", "bench.stage", stage,
             "--data-dir", str(data_dir), "--dagster-home", str(home),
             "--first", first.isoformat(), "--last", last.isoformat(),
             "--training-config", json.dumps(TRAINING_CONFIG), "--json", str(out),
