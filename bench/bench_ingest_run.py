@@ -29,11 +29,12 @@ import os
 import shutil
 import statistics
 import subprocess
-import sys
 import tempfile
 import time
 from datetime import date, timedelta
 from pathlib import Path
+
+from bench.run import tree_environment
 
 REPO = Path(__file__).resolve().parents[1]
 START = date(2026, 9, 1)
@@ -110,7 +111,7 @@ def synth(root: Path, days: int, events: int) -> None:
 
 
 def child(code: str, *args: str, env: dict, tree: Path = REPO) -> dict:
-    python = sys.executable if tree == REPO else str(tree / ".venv" / "bin" / "python")
+    python, env = tree_environment(tree, env)
     out = subprocess.run(
         [python, "-c", code, *args],
         env=env,

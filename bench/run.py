@@ -108,6 +108,19 @@ def tree_rss_kb(root: int) -> int:
     return total
 
 
+def tree_environment(tree: Path, env: dict | None = None) -> tuple[str, dict]:
+    """The Python and environment a checkout's code runs with: its own `.venv` (its `make setup`,
+    as it was installed) for another checkout, first on PATH too, because the gold asset starts
+    `dbt` from PATH (without this an older tree's runs used this checkout's dbt)."""
+    env = dict(os.environ if env is None else env)
+    own = tree / ".venv" / "bin"
+    if tree == REPO or not (own / "python").exists():
+        return sys.executable, env
+    env["PATH"] = f"{own}{os.pathsep}{env.get('PATH', '')}"
+    env["VIRTUAL_ENV"] = str(own.parent)
+    return str(own / "python"), env
+
+
 def run_measured(command: list[str], log: Path, env: dict | None = None, cwd: Path = REPO) -> dict:
     """Run a command as a child; return its wall time, exit code and peak RSS of its process tree.
 
@@ -182,9 +195,7 @@ def platform_stage(
     """One stage in a fresh process; `tree`: the checkout whose code runs (another commit's
     worktree for a before/after comparison)."""
     out = logs / f"{tag}-{stage}.json"
-    # another checkout runs with its own environment (its `make setup`), as it was installed
-    own = tree / ".venv" / "bin" / "python"
-    python = str(own) if tree != REPO and own.exists() else sys.executable
+    python, env = tree_environment(tree)
     measured = run_measured(
         [
             python, "-m", "bench.stage", stage,
@@ -193,6 +204,7 @@ def platform_stage(
             "--training-config", json.dumps(TRAINING_CONFIG), "--json", str(out),
         ],
         logs / f"{tag}-{stage}.log",
+        env=env,
         cwd=tree,
     )  # fmt: skip
     if measured["exit_code"] != 0:
