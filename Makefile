@@ -15,7 +15,8 @@ setup: instance dotenv
 	@$(UV) --version >/dev/null 2>&1 || python3 -m pip install --quiet --disable-pip-version-check uv
 	@# with bytecode compiled at install: where PYTHONDONTWRITEBYTECODE is set (this machine's
 	@# image sets it), Python cannot cache what it compiles, and every process (a run, dbt, the
-	@# daemon) compiled each module it imported from source: 7 of 11 s of a gold run's CLI here
+	@# daemon) compiled each module it imported from source (import refinery.definitions 9.0 s
+	@# -> 5.1 s here, a daily run's dbt start-up 6.0 -> 3.7 s: docs/BENCHMARKS.md)
 	$(UV) sync --frozen --quiet --compile-bytecode
 	$(UV) run python -m compileall -q refinery bench
 	@# the dbt manifest the gold assets are built from (dbt parse; the code location never

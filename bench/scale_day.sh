@@ -3,7 +3,7 @@
 # real CLI on a fresh lake and instance; wall time and peak RSS (of the run and its dbt
 # subprocess) from GNU time. Usage: bench/scale_day.sh EVENTS USERS [WORK]
 #   bench/scale_day.sh 30000000 300000 /tmp/scale    (docs/BENCHMARKS.md, tenth session)
-#   bench/scale_day.sh 112400000 1124000 /tmp/scale100    (2025-01-01, seed 5: 100.3M lines)
+#   bench/scale_day.sh 112400000 1124000 /work/scale100   (2025-01-01, seed 5: 100,425,373 lines)
 # synth holds a day's on-time events packed (~33 bytes each) and merges/writes them in windows
 # of arrival time (refinery/synth/generate.py ArrivalDay). Event ids have 8 digits, so a day's
 # on-time stream must stay under 100M events (seed 5, 2025-01-01: EVENTS below ~112.6M).
