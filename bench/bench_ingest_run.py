@@ -34,9 +34,8 @@ import time
 from datetime import date, timedelta
 from pathlib import Path
 
-from bench.run import tree_environment
+from bench.run import REPO, tree_environment
 
-REPO = Path(__file__).resolve().parents[1]
 START = date(2026, 9, 1)
 
 DAILY = r"""
