@@ -239,31 +239,65 @@ user_days as (
 
 ),
 
+-- the catalogue's category of each product as periods: consecutive versions of a product with
+-- the same category are one period (a version also changes with brand, price or the active flag,
+-- which the favourites do not read), so a product whose category holds through the window meets
+-- one period, not every version
+category_periods as (
+
+    select
+        product_id,
+        category,
+        min(valid_from) as valid_from,
+        -- the last version's end; null (still current) if any version of the period is
+        case when count(*) = count(valid_to) then max(valid_to) end as valid_to
+    from (
+        select
+            *,
+            sum(case when previous_to = valid_from and previous_category = category then 0 else 1 end)
+                over (partition by product_id order by valid_from rows unbounded preceding) as period
+        from (
+            select
+                product_id,
+                category,
+                valid_from,
+                valid_to,
+                lag(valid_to) over by_product as previous_to,
+                lag(category) over by_product as previous_category
+            from {{ ref('int_product_snapshots_scd2') }}
+            window by_product as (partition by product_id order by valid_from)
+        ) as versions
+    ) as numbered
+    where category is not null
+    group by product_id, category, period
+
+),
+
 -- the favourites: events per (user, key, D); a product's category is the catalogue's on D
 ranked_intervals as (
 
     select
         day_keys.user_id,
         'category' as kind,
-        product_versions.category as key,
+        category_periods.category as key,
         greatest(
-            day_keys.event_date, day_keys.arrival_date, product_versions.valid_from, {{ first }}
+            day_keys.event_date, day_keys.arrival_date, category_periods.valid_from, {{ first }}
         ) as first_day,
         least(
             day_keys.event_date + {{ window_days - 1 }},
-            coalesce(product_versions.valid_to - 1, {{ last }}),
+            coalesce(category_periods.valid_to - 1, {{ last }}),
             {{ last }}
         ) as last_day,
         day_keys.events
     from day_keys
-    inner join {{ ref('int_product_snapshots_scd2') }} as product_versions
-        on day_keys.key = product_versions.product_id
-        and product_versions.valid_from <= least(day_keys.event_date + {{ window_days - 1 }}, {{ last }})
+    inner join category_periods
+        on day_keys.key = category_periods.product_id
+        and category_periods.valid_from <= least(day_keys.event_date + {{ window_days - 1 }}, {{ last }})
         and (
-            product_versions.valid_to is null
-            or product_versions.valid_to > greatest(day_keys.event_date, day_keys.arrival_date, {{ first }})
+            category_periods.valid_to is null
+            or category_periods.valid_to > greatest(day_keys.event_date, day_keys.arrival_date, {{ first }})
         )
-    where day_keys.kind = 'product' and product_versions.category is not null
+    where day_keys.kind = 'product'
     union all
     select
         user_id,
@@ -307,18 +341,32 @@ ranked_steps as (
 
 ),
 
--- the favourite is the key with most events on D, ties to the first by name
+-- the favourite is the key with most events on D, ties to the first by name: the largest of
+-- events * (keys + 1) - (the key's place by name), an integer per candidate (an ordered
+-- aggregate over the candidates sorts a key per row: 4x the time at 30M events)
+key_places as (
+
+    select
+        kind,
+        key,
+        row_number() over (partition by kind order by key) as place,
+        count(*) over (partition by kind) + 1 as places
+    from (select distinct kind, key from ranked_intervals) as keys
+
+),
+
 favourites as (
 
     select
         ranked_steps.user_id,
         as_of_dates.as_of_date,
-        first(ranked_steps.key order by ranked_steps.events desc, ranked_steps.key)
+        arg_max(ranked_steps.key, ranked_steps.events * key_places.places - key_places.place)
             filter (where ranked_steps.kind = 'category') as favourite_category_30d,
         count(*) filter (where ranked_steps.kind = 'category') as distinct_categories_30d,
-        first(ranked_steps.key order by ranked_steps.events desc, ranked_steps.key)
+        arg_max(ranked_steps.key, ranked_steps.events * key_places.places - key_places.place)
             filter (where ranked_steps.kind = 'device') as main_device_30d
     from ranked_steps
+    inner join key_places using (kind, key)
     inner join as_of_dates
         on as_of_dates.as_of_date between ranked_steps.change_day and ranked_steps.until_day
     where ranked_steps.events > 0
