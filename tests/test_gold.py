@@ -7,6 +7,7 @@ One module-scoped story in two Dagster runs (each one `dbt build`; dbt costs ~10
 """
 
 import importlib.metadata
+import inspect
 import json
 import os
 from datetime import UTC, date, datetime, timedelta
@@ -14,11 +15,14 @@ from pathlib import Path
 from types import SimpleNamespace
 from unittest.mock import ANY
 
+import dagster_dbt.core.resource
 import duckdb
 import polars as pl
 import pytest
 import yaml
 from dagster import AssetKey, materialize
+from dagster_dbt import DbtCliResource
+from dagster_dbt.core.dbt_cli_invocation import DbtCliInvocation
 from packaging import version
 
 from refinery.assets.gold import export_marts, gold_dbt_models
@@ -168,6 +172,23 @@ def test_the_dbt_resource_runs_no_dbt_version_and_builds_no_adapter(monkeypatch)
     # nor does it build a dbt adapter in the run's process (only row counts and column metadata,
     # which gold does not fetch, use one)
     assert dbt_resource()._initialize_dbt_core_adapter(["build"]) is None
+
+
+def test_dbt_runs_in_the_step_s_own_process_and_leaves_its_environment_as_it_was(
+    story, dbt_target_outside_the_repo
+):
+    # the story's runs executed in this process (materialize): so did dbt, every event of it
+    target = invocation_targets(dbt_target_outside_the_repo, story.run2.run_id)[-1]
+    events = [json.loads(line) for line in (target / "dbt.log").read_text().splitlines() if line]
+    assert {event["info"]["pid"] for event in events} == {os.getpid()}
+    assert any(event["info"]["name"] == "LogModelResult" for event in events)
+    # the run's values and dbt's flags were in os.environ only while dbt ran
+    assert RUN_VALUES_ENV not in os.environ
+    assert {"DBT_LOG_LEVEL", "DBT_LOG_FORMAT", "DAGSTER_DBT_CLI"}.isdisjoint(os.environ)
+    assert os.environ["DBT_TARGET_PATH"] == str(dbt_target_outside_the_repo)
+    # dagster-dbt still builds its invocation by the one name in_process_dbt replaces
+    assert "DbtCliInvocation.run(" in inspect.getsource(DbtCliResource.cli)
+    assert dagster_dbt.core.resource.DbtCliInvocation is DbtCliInvocation
 
 
 def test_features_of_one_user_and_day_match_a_hand_computation(story):

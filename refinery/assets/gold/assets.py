@@ -32,7 +32,6 @@ from dagster_dbt import DbtCliResource, dbt_assets
 
 from refinery.assets.gold.dbt_project import (
     dbt_project,
-    environment,
     gold_translator,
     invocation_target,
     load_manifest,
@@ -53,6 +52,7 @@ from refinery.assets.gold.plan import (
 )
 from refinery.assets.metadata import quality_measures
 from refinery.contracts.gold import gold_contract
+from refinery.dbt_in_process import environment
 from refinery.faults import kill_point
 from refinery.partitions import daily_partitions
 from refinery.resources import LakeResource
@@ -117,9 +117,10 @@ def gold_dbt_models(
         args.append("--full-refresh")
         context.log.info(f"full refresh: dbt rebuilds and gold publishes {export_from}..{max_date}")
     target = invocation_target(Path(dbt.project_dir), context)
-    with reused_parse(Path(dbt.project_dir), target, build.vars_arg):
-        with environment(build.env):
-            invocation = dbt.cli(args, context=context, target_path=target)
+    # the run's values stay in the environment while dbt runs: dbt runs in this process
+    # (refinery/dbt_in_process.py) and reads them as it executes the models
+    with reused_parse(Path(dbt.project_dir), target, build.vars_arg), environment(build.env):
+        invocation = dbt.cli(args, context=context, target_path=target)
         try:
             # upstream results are reported as dbt emits them (Dagster stores them while the
             # build goes on, not after it); the marts' wait for the export

@@ -45,6 +45,7 @@ from dagster_dbt import (
 from packaging import version
 
 from refinery import settings
+from refinery.dbt_in_process import in_process_dbt
 
 DBT_PROJECT_DIR = Path(__file__).resolve().parents[3] / "dbt_project"
 PREPARE_COMMAND = (
@@ -97,7 +98,9 @@ class RefineryDbtCliResource(DbtCliResource):
     - before each invocation it builds a dbt adapter in the run's own process (~1.9 s the first
       time in a process: dbt's config and adapter imports, the project's macros), used only by
       `fetch_row_counts()` and `fetch_column_metadata()`, which gold does not call. Without one
-      the invocation is what dagster-dbt runs for dbt Fusion: the same subprocess and events.
+      the invocation is what dagster-dbt runs for dbt Fusion: the same command and events.
+    - it runs dbt as a subprocess, which imports dbt, its adapter and DuckDB again; here dbt runs
+      in the step's process (`cli` below, refinery/dbt_in_process.py), with the same events and artifacts.
     """
 
     @functools.cached_property
@@ -106,6 +109,12 @@ class RefineryDbtCliResource(DbtCliResource):
 
     def _initialize_dbt_core_adapter(self, args: Sequence[str]) -> None:
         return None
+
+    def cli(self, args: Sequence[str], **kwargs: Any):
+        """dagster-dbt's invocation, with dbt run in this process (refinery/dbt_in_process.py): the
+        subprocess imported dbt, its adapter and DuckDB again, ~3 s of every gold run."""
+        with in_process_dbt():
+            return super().cli(args, **kwargs)
 
 
 def dbt_resource() -> DbtCliResource:
@@ -297,22 +306,6 @@ def reused_parse(project_dir: Path, target: Path, vars_arg: str) -> Iterator[Non
             )
             for old in kept[PARSES_KEPT:]:
                 old.unlink(missing_ok=True)
-
-
-@contextmanager
-def environment(values: Mapping[str, str]) -> Iterator[None]:
-    """`values` in os.environ for the block (what a dbt subprocess started in it inherits), the
-    previous values back after it."""
-    saved = {name: os.environ.get(name) for name in values}
-    os.environ.update(values)
-    try:
-        yield
-    finally:
-        for name, old in saved.items():
-            if old is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = old
 
 
 class GoldTranslator(DagsterDbtTranslator):
