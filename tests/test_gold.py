@@ -615,3 +615,30 @@ def test_every_dbt_test_is_described_in_words():
             "accepted_values_user_daily_features_main_device_30d__web__ios__android"
         ].description
     )
+
+
+def test_a_failing_dbt_test_fails_the_run_naming_it_and_the_next_build_in_process_runs(
+    tmp_path, dbt_target_outside_the_repo
+):
+    """dbt in the step's process: a blocking dbt test that fails stops the run before anything
+    is exported, with an error naming the test; dbt's state and the warehouse are released, so
+    the next run in the same process builds."""
+    from tests.gold_fixtures import _event, at
+
+    bogus = _event("bad-1", "u1", "teleport", at(D, 9), D, "p1", device="ios", session="s9")
+    write_silver(tmp_path, until=D, extra_events=[bogus])
+    failed = run_gold(tmp_path, D, D, raise_on_error=False)
+    assert not failed.success
+    failure = next(event for event in failed.all_events if event.event_type_value == "STEP_FAILURE")
+    message = failure.event_specific_data.error.to_string()
+    assert "accepted_values_stg_events_event_type" in message
+    assert "in the step's process" in message
+    assert not (LakePaths(tmp_path).lake / "gold").exists()
+    checks = {check.check_name: check.passed for check in failed.get_asset_check_evaluations()}
+    assert (
+        checks["accepted_values_stg_events_event_type__view__click__add_to_cart__purchase"] is False
+    )
+    # the bad row repaired: the same process builds the day
+    write_silver(tmp_path, until=D)
+    assert run_gold(tmp_path, D, D).success
+    assert read_mart(tmp_path, "user_daily_features", D).height > 0
