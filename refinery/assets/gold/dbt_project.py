@@ -99,8 +99,9 @@ class RefineryDbtCliResource(DbtCliResource):
       time in a process: dbt's config and adapter imports, the project's macros), used only by
       `fetch_row_counts()` and `fetch_column_metadata()`, which gold does not call. Without one
       the invocation is what dagster-dbt runs for dbt Fusion: the same command and events.
-    - it runs dbt as a subprocess, which imports dbt, its adapter and DuckDB again; here dbt runs
-      in the step's process (`cli` below, refinery/dbt_in_process.py), with the same events and artifacts.
+    - it runs dbt as a subprocess, which imports dbt, its adapter and DuckDB again; here dbt
+      runs in the step's process (`cli` below, refinery/dbt_in_process.py), with the same events
+      and artifacts.
     """
 
     @functools.cached_property
