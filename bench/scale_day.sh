@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # One big arrival day through bronze -> silver -> gold (+ online store), each layer one run of the
-# real CLI on a fresh lake and instance; wall time and peak RSS (of the run and its dbt
-# subprocess) from GNU time. Usage: bench/scale_day.sh EVENTS USERS [WORK]
+# real CLI on a fresh lake and instance; wall time and peak RSS (of the run's largest process;
+# dbt runs inside the gold step's) from GNU time. Usage: bench/scale_day.sh EVENTS USERS [WORK]
 #   bench/scale_day.sh 30000000 300000 /tmp/scale    (docs/BENCHMARKS.md, tenth session)
 #   bench/scale_day.sh 112400000 1124000 /work/scale100   (2025-01-01, seed 5: 100,425,373 lines)
 # synth holds a day's on-time events packed (~33 bytes each) and merges/writes them in windows

@@ -53,6 +53,8 @@ from tests.gold_fixtures import (
     U1_BIRTH_YEAR,
     U1_SIGNUP,
     D,
+    _event,
+    at,
     run_gold,
     write_random_silver,
     write_silver,
@@ -623,8 +625,6 @@ def test_a_failing_dbt_test_fails_the_run_naming_it_and_the_next_build_in_proces
     """dbt in the step's process: a blocking dbt test that fails stops the run before anything
     is exported, with an error naming the test; dbt's state and the warehouse are released, so
     the next run in the same process builds."""
-    from tests.gold_fixtures import _event, at
-
     bogus = _event("bad-1", "u1", "teleport", at(D, 9), D, "p1", device="ios", session="s9")
     write_silver(tmp_path, until=D, extra_events=[bogus])
     failed = run_gold(tmp_path, D, D, raise_on_error=False)
