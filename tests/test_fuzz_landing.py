@@ -368,8 +368,45 @@ def test_any_users_csv_gives_every_line_one_fate(tmp_path_factory, blob):
     assert set(EVENT_FIELDS) & set(result.silver.columns) == {"user_id"}
 
 
+json_number = st.one_of(
+    st.integers(-(10**25), 10**25).map(str),
+    st.floats(allow_nan=False, allow_infinity=False).map(repr),
+    st.from_regex(r"-?(0|[1-9][0-9]{0,20})(\.[0-9]{1,20})?([eE][+-]?[0-9]{1,3})?", fullmatch=True),
+    st.sampled_from(["-0", "0", "-0.0", "1E2", "1e-99", "9e99", "1e400", "00", "1.", ".5", "+1"]),
+)
+json_scalar = st.one_of(
+    json_number,
+    st.text(max_size=6).map(lambda t: json.dumps(t, ensure_ascii=False)),
+    st.sampled_from(["null", "true", "false", '"a\\"b"', '"\t"', '"x\u00e9"', "[]", "{}"]),
+)
+blank = st.sampled_from(["", "", " ", "\t", "\r", " \t "])
+
+
+@st.composite
+def flat_object_line(draw) -> bytes:
+    """A flat JSON object near the shape producers write: contract keys (sometimes in their
+    order, sometimes not, sometimes repeated or joined by others), scalar values of any type,
+    blanks between tokens; now and then a broken comma or brace."""
+    names = draw(
+        st.one_of(
+            st.lists(st.sampled_from(EVENT_FIELDS), unique=True).map(
+                lambda picked: [f for f in EVENT_FIELDS if f in picked]
+            ),
+            st.lists(st.sampled_from([*EVENT_FIELDS, "extra"]), max_size=10),
+        )
+    )
+    pairs = [
+        draw(blank) + json.dumps(name) + draw(blank) + ":" + draw(blank) + draw(json_scalar)
+        + draw(blank)
+        for name in names
+    ]  # fmt: skip
+    separator = draw(st.sampled_from([",", ",", ",", ",,", ""]))
+    text = draw(blank) + "{" + separator.join(pairs) + draw(st.sampled_from(["}", "}", ",}", ""]))
+    return (text + draw(blank)).encode("utf-8", "surrogatepass").replace(b"\n", b"")
+
+
 @settings(max_examples=examples(300))
-@given(lines=st.lists(any_line, min_size=1, max_size=8))
+@given(lines=st.lists(st.one_of(any_line, flat_object_line()), min_size=1, max_size=8))
 def test_the_fast_path_gives_the_strict_parsers_answer(lines):
     """Most lines are read by orjson inline; that must be exactly what the strict standard-library
     parser with its hooks says, field texts and errors alike."""
@@ -385,3 +422,67 @@ def test_the_fast_path_gives_the_strict_parsers_answer(lines):
         values, error, detail = parse_event_line(text)  # no fast path
         assert [row[f] for f in EVENT_FIELDS] == values, text
         assert (row["_parse_error"], row["_parse_detail"]) == (error, detail), text
+
+
+@settings(max_examples=examples(200))
+@given(
+    lines=st.lists(flat_object_line(), min_size=1, max_size=12),
+    newline=st.sampled_from([b"\n", b"\r\n"]),
+)
+def test_whole_chunks_of_plain_objects_give_the_strict_parsers_answer(lines, newline):
+    """Chunks where every line may be plain are read by Polars' readers whole: still exactly the
+    strict parser's fields and errors, line for line."""
+    from refinery.assets.bronze.ingest import _event_lines, decode_lines, parse_event_line
+
+    data = newline.join(lines) + newline
+    frame = _event_lines(data, "f")
+    texts, bad = decode_lines(data)
+    assert frame.height == len(lines) == len(texts)
+    for row, text, invalid in zip(frame.iter_rows(named=True), texts.to_list(), bad):
+        values, error, detail = parse_event_line(text)
+        if invalid:
+            error, detail = "invalid_utf8", LINE_ERRORS["invalid_utf8"]
+        assert [row[f] for f in EVENT_FIELDS] == values, text
+        assert (row["_parse_error"], row["_parse_detail"]) == (error, detail), text
+
+
+def reference_lines(data: bytes) -> tuple[list[str], list[bool]]:
+    """What the lines of a text file are, said plainly: split on newlines (a final one ends the
+    last line), drop one carriage return before each, decode each line with invalid sequences
+    replaced, and flag the lines that held one."""
+    if not data:
+        return [], []
+    raw = [line.removesuffix(b"\r") for line in data.removesuffix(b"\n").split(b"\n")]
+
+    def valid(line: bytes) -> bool:
+        try:
+            line.decode("utf-8")
+        except UnicodeDecodeError:
+            return False
+        return True
+
+    return [line.decode("utf-8", "replace") for line in raw], [not valid(line) for line in raw]
+
+
+@settings(max_examples=examples(300))
+@given(
+    data=st.one_of(
+        st.binary(max_size=80),
+        st.lists(st.one_of(any_line, flat_object_line(), st.binary(max_size=8)), max_size=6).map(
+            b"\n".join
+        ),
+    ),
+    repeat=st.sampled_from([1, 1, 1, 1500]),
+)
+def test_both_line_decoders_give_the_plain_answer(data, repeat):
+    """`decode_lines` hands clean chunks to Polars' line reader, and the marking decoder reads
+    bad bytes in C then splits with Polars: for any bytes (small, and large enough for Polars to
+    split in parallel) both give the plain reading's lines and flags."""
+    from refinery.assets.bronze.ingest import decode_lines, decode_lines_marking_bad_bytes
+
+    if repeat > 1:  # ~1 MB at most: enough for a parallel split, cheap to check
+        data = (data + b"\n") * min(repeat, 1_000_000 // (len(data) + 1) + 1)
+    expected = reference_lines(data)
+    for decode in (decode_lines, decode_lines_marking_bad_bytes):
+        lines, bad = decode(data)
+        assert (lines.to_list(), bad.tolist()) == expected, decode.__name__

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import codecs
 import csv
+import io
 import json
 import math
 import threading
@@ -170,28 +171,57 @@ def _record_bad_utf8(err: UnicodeDecodeError):
     return ("\ufffd", err.end)
 
 
-codecs.register_error("refinery_record_bad_utf8", _record_bad_utf8)
+# The handler's name is global to the interpreter, its notes this module's: the name carries the
+# module's identity, so a second copy of this module (a benchmark loads an older one) keeps its own.
+_MARK_BAD_UTF8 = f"refinery_record_bad_utf8_{id(_bad_utf8):x}"
+codecs.register_error(_MARK_BAD_UTF8, _record_bad_utf8)
+
+
+_JSON_STARTS = (b"{", b" ", b"\t")
 
 
 def decode_lines(data: bytes) -> tuple[pl.Series, np.ndarray]:
     """Split into lines (without `\\n` / `\\r\\n` endings) and flag the lines that held invalid
     UTF-8. No bytes, no lines; a final newline ends the last line rather than starting one.
 
-    Decoding is one pass in C; the error handler runs only on bad bytes, so clean files cost
-    nothing extra.
+    Valid UTF-8 that starts like JSON (nearly every chunk) is split by Polars' line reader in
+    Rust; any other chunk is decoded by `decode_lines_marking_bad_bytes`, whose answer is the
+    same wherever both read. (Polars' readers decompress bytes that begin with a compression
+    magic number, so they only see chunks beginning with `{` or a blank.)
     """
     if not data:
         return pl.Series("_raw", [], dtype=pl.String), np.zeros(0, dtype=bool)
+    if data[:1] not in _JSON_STARTS:
+        return decode_lines_marking_bad_bytes(data)
+    try:
+        lines = pl.read_lines(data, name="_raw").get_column("_raw")
+    except pl.exceptions.ComputeError:  # invalid UTF-8 somewhere in the chunk
+        return decode_lines_marking_bad_bytes(data)
+    if lines.str.contains("\ufffd", literal=True).any():
+        # Polars refuses invalid UTF-8; should it ever replace it instead, the replacement
+        # character shows, and the marking decoder says which lines were bad
+        return decode_lines_marking_bad_bytes(data)
+    return lines, np.zeros(lines.len(), dtype=bool)
+
+
+def decode_lines_marking_bad_bytes(data: bytes) -> tuple[pl.Series, np.ndarray]:
+    """`decode_lines` for bytes that may hold invalid UTF-8: each invalid sequence becomes U+FFFD
+    (one decoding pass in C whose error handler, run only on bad bytes, notes where they were)
+    and the lines that held one are flagged. A replacement never spans a newline, so the lines
+    are those of the bytes."""
+    if not data:
+        return pl.Series("_raw", [], dtype=pl.String), np.zeros(0, dtype=bool)
     _bad_utf8.offsets = []
-    text = data.decode("utf-8", errors="refinery_record_bad_utf8")
-    offsets = np.asarray(_bad_utf8.offsets, dtype=np.int64)
-    text = text.removesuffix("\n")
-    lines = pl.Series("_raw", [text], dtype=pl.String).str.split("\n").explode()
-    lines = lines.str.strip_suffix("\r")
-    bad = np.zeros(len(lines), dtype=bool)
-    if offsets.size:
-        newlines = np.flatnonzero(np.frombuffer(data, dtype=np.uint8) == 10)
-        bad[np.searchsorted(newlines, offsets, side="left")] = True
+    text = data.decode("utf-8", errors=_MARK_BAD_UTF8)
+    offsets = _bad_utf8.offsets
+    lines = pl.read_lines(b"\n" + text.encode(), name="_raw").get_column("_raw")[1:]
+    # ("\n" first: Polars would read bytes that begin like compressed data as compressed)
+    bad = np.zeros(lines.len(), dtype=bool)
+    line, previous = 0, 0
+    for offset in offsets:  # ascending; counting newlines between them reads the bytes once
+        line += data.count(b"\n", previous, offset)
+        previous = offset
+        bad[line] = True
     return lines, bad
 
 
@@ -380,11 +410,126 @@ def _number_text(value, kind) -> str | None:
 
 
 def _event_lines(data: bytes, source_file: str, first_line: int = 1) -> pl.DataFrame:
-    """Bronze rows of a chunk of lines. The loop is the parser's hot path: an orjson object
-    whose contract fields all have their JSON types is unpacked inline (no call per field);
-    every other line goes through `parse_event_line`, which gives the same result for these and
-    names the problem for the rest."""
+    """Bronze rows of a chunk of lines: the lines `_simple_objects` proves plain are read column
+    by column in Rust; every other line goes through `_line_by_line`, which names its problem."""
     lines, bad_utf8 = decode_lines(data)
+    simple = _simple_objects(lines, bad_utf8, data)
+    rest = np.ones(lines.len(), dtype=bool)
+    rest[simple.get_column("_i").to_numpy()] = False
+    others = np.flatnonzero(rest)
+    fields = simple
+    if others.size:
+        slow = _line_by_line(lines.gather(others), bad_utf8[others])
+        slow = slow.with_columns(_i=pl.Series(others, dtype=pl.UInt32))
+        fields = (
+            pl.concat([simple, slow.select(simple.columns)]).sort("_i") if simple.height else slow
+        )
+    frame = pl.concat(
+        [pl.DataFrame({"_raw": lines}), fields.drop("_i")], how="horizontal"
+    ).with_columns(
+        _source_file=pl.lit(source_file),
+        _line=pl.int_range(first_line, first_line + lines.len(), dtype=pl.Int64),
+    )
+    return frame.select(list(_schema("events", False)))
+
+
+# A line that is one flat JSON object whose keys are contract fields, each at most once and in
+# the contract's order, string fields holding a string without escapes or control characters (or
+# null), number fields a number literal (or null), with only spaces and tabs between tokens. Such a
+# line has one reading: every strict parser gives the same object, so its fields can be cut out
+# column-wise. The grammar is exact (an alternative per first key, then each later key optional
+# after a comma), so a missing or doubled comma, a trailing comma or an escape does not match.
+_WS = r"[ \t]*"
+_JSON_STRING = r'"[^"\\\x00-\x1f]*"'
+# JSON's number grammar, with at most 18 digits before and after the point and a two-digit
+# exponent: every such literal is a finite double that Polars' reader parses (it refuses some
+# longer ones, even in fields it does not keep); longer numbers go line by line.
+_JSON_NUMBER = r"-?(?:0|[1-9][0-9]{0,17})(?:\.[0-9]{1,18})?(?:[eE][+-]?[0-9]{1,2})?"
+_STRING_FIELDS = [f for f in EVENT_FIELDS if f not in _NUMBER_FIELDS]
+
+
+def _simple_object_pattern() -> str:
+    pairs = [
+        f'"{name}"{_WS}:{_WS}(?:{_JSON_NUMBER if name in _NUMBER_FIELDS else _JSON_STRING}|null)'
+        f"{_WS}"
+        for name in EVENT_FIELDS
+    ]
+    firsts = [
+        pair + "".join(f"(?:,{_WS}{later})?" for later in pairs[i + 1 :])
+        for i, pair in enumerate(pairs)
+    ]
+    return f"^{_WS}\\{{{_WS}(?:{'|'.join(firsts)})?\\}}{_WS}$"
+
+
+SIMPLE_OBJECT = _simple_object_pattern()
+_INTEGER = r"^-?[0-9]+$"
+
+
+def _simple_objects(lines: pl.Series, bad_utf8: np.ndarray, data: bytes = b"") -> pl.DataFrame:
+    """`_i` (the line's index) and the contract fields as text of every line matching
+    `SIMPLE_OBJECT`. The texts are the strict parser's: a string as written, an integer as
+    written (`-0` is `0`), any other number `repr(float(literal))`. Should Polars' NDJSON reader
+    refuse the lines after all, none is taken here and all go line by line (same answer)."""
+    frame = (
+        pl.DataFrame({"l": lines, "ok": ~bad_utf8})
+        .with_row_index("_i")
+        .filter(pl.col("ok") & pl.col("l").str.contains(SIMPLE_OBJECT))
+        .select(
+            "_i",
+            "l",
+            *[
+                pl.col("l").str.extract(f'"{name}"{_WS}:{_WS}({_JSON_NUMBER}|null)', 1).alias(name)
+                for name in _NUMBER_FIELDS_IN_ORDER
+            ],
+        )
+    )
+    columns = ["_i", *EVENT_FIELDS, "_parse_error", "_parse_detail"]
+    empty = pl.DataFrame(schema={c: pl.UInt32 if c == "_i" else pl.String for c in columns})
+    if frame.height == 0:
+        return empty
+    for name in _NUMBER_FIELDS_IN_ORDER:
+        literals = frame.get_column(name)
+        floats = literals.filter(~literals.str.contains(_INTEGER) & (literals != "null"))
+        texts = {value: repr(float(value)) for value in floats.unique().to_list()}
+        literal = pl.col(name)
+        frame = frame.with_columns(
+            pl.when(literal.is_null() | (literal == "null"))
+            .then(None)
+            .when(literal.str.contains(_INTEGER))
+            .then(pl.when(literal == "-0").then(pl.lit("0")).otherwise(literal))
+            .otherwise(literal.replace_strict(texts, return_dtype=pl.String))
+            .alias(name)
+        )
+    if frame.height == lines.len() and data[:1] in _JSON_STARTS and b"\r" not in data:
+        # `lines` are this chunk's lines, every one simple: the chunk is read as it is (it starts
+        # like JSON, so the reader cannot take it for compressed data)
+        ndjson = data
+    else:
+        ndjson = frame.get_column("l").str.join("\n").item().encode()
+    try:
+        strings = pl.read_ndjson(io.BytesIO(ndjson), schema={f: pl.String for f in _STRING_FIELDS})
+    except pl.exceptions.PolarsError:
+        return empty
+    if strings.height != frame.height:  # one object per line, or none of them is taken here
+        return empty
+    return pl.concat(
+        [frame.select("_i", *_NUMBER_FIELDS_IN_ORDER), strings], how="horizontal"
+    ).select(
+        pl.col("_i").cast(pl.UInt32),
+        *EVENT_FIELDS,
+        _parse_error=pl.lit(None, dtype=pl.String),
+        _parse_detail=pl.lit(None, dtype=pl.String),
+    )
+
+
+_NUMBER_FIELDS_IN_ORDER = [f for f in EVENT_FIELDS if f in _NUMBER_FIELDS]
+
+
+def _line_by_line(lines: pl.Series, bad_utf8: np.ndarray) -> pl.DataFrame:
+    """The contract fields, `_parse_error` and `_parse_detail` of each line, one at a time. An
+    orjson object whose contract fields all have their JSON types is unpacked inline (no call
+    per field); every other line goes through `parse_event_line`, which gives the same result
+    for these and names the problem for the rest."""
     fast, keys = _fast_path_hints(lines)
     columns: list[list[str | None]] = [[] for _ in EVENT_FIELDS]
     c_id, c_user, c_type, c_time, c_product, c_amount, c_quantity, c_device, c_session = columns
@@ -434,18 +579,13 @@ def _event_lines(data: bytes, source_file: str, first_line: int = 1) -> pl.DataF
             column.append(value)
         errors.append(error)
         details.append(detail)
-    frame = pl.DataFrame(
+    return pl.DataFrame(
         {
-            "_raw": lines,
             **{f: pl.Series(f, col, dtype=pl.String) for f, col in zip(EVENT_FIELDS, columns)},
             "_parse_error": pl.Series(errors, dtype=pl.String),
             "_parse_detail": pl.Series(details, dtype=pl.String),
         }
-    ).with_columns(
-        _source_file=pl.lit(source_file),
-        _line=pl.int_range(first_line, first_line + lines.len(), dtype=pl.Int64),
     )
-    return frame.select(list(_schema("events", False)))
 
 
 def file_record(table: str, source_file: str, line: int, error: str, detail: str) -> pl.DataFrame:
