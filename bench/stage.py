@@ -2,7 +2,8 @@
 
     python -m bench.stage STAGE --data-dir DIR --dagster-home DIR --first D --last D [--json OUT]
 
-STAGE is one of: imports, bronze, silver, gold, training, drift, ingest (all three layers). The
+STAGE is one of: imports, bronze, silver, gold, training, drift, ingest (all three layers),
+bronze-backfill, silver-backfill (that layer over the range in one run). The
 process sets the data root and DAGSTER_HOME before importing the code location (resources read
 them at import), reports how long that import took (`import_seconds`), then runs the stage the
 way the platform runs it: bronze and silver as one ingest_job run per arrival date (asset
@@ -24,6 +25,9 @@ from datetime import date, timedelta
 
 STARTED = time.perf_counter()
 STAGES = ("imports", "bronze", "silver", "gold", "training", "drift", "ingest")
+# bronze and silver over the range in one run (a backfill, as the UI or
+# `dagster asset materialize --partition-range` starts it), not one run per date
+BACKFILL_STAGES = ("bronze-backfill", "silver-backfill")
 TABLES = ("events", "users", "products")
 
 
@@ -84,10 +88,20 @@ def run_stage(stage: str, first: date, last: date, training_config: dict) -> dic
             ),
         )
 
+    def range_tags() -> dict:
+        return {
+            "dagster/asset_partition_range_start": first.isoformat(),
+            "dagster/asset_partition_range_end": last.isoformat(),
+        }
+
     if stage in ("bronze", "silver"):
         selection = [AssetKey([stage, t]) for t in TABLES]
         for day in days(first, last):
             ingest_run(day, partition_key=day, asset_selection=selection)
+    elif stage in BACKFILL_STAGES:
+        layer = stage.removesuffix("-backfill")
+        selection = [AssetKey([layer, t]) for t in TABLES]
+        ingest_run(f"{first}..{last}", asset_selection=selection, tags=range_tags())
     elif stage == "ingest":
         # what landing_sensor requests for a new arrival date: bronze, silver and gold in one run
         for day in days(first, last):
@@ -98,10 +112,7 @@ def run_stage(stage: str, first: date, last: date, training_config: dict) -> dic
         ingest_run(
             f"{first}..{last}",
             asset_selection=GOLD_KEYS,
-            tags={
-                "dagster/asset_partition_range_start": first.isoformat(),
-                "dagster/asset_partition_range_end": last.isoformat(),
-            },
+            tags=range_tags(),
         )
     elif stage == "training":
         job = defs.resolve_job_def("training_set_job")
@@ -138,7 +149,7 @@ def run_stage(stage: str, first: date, last: date, training_config: dict) -> dic
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("stage", choices=STAGES)
+    parser.add_argument("stage", choices=STAGES + BACKFILL_STAGES)
     parser.add_argument("--data-dir", required=True)
     parser.add_argument("--dagster-home", required=True)
     parser.add_argument("--first", type=date.fromisoformat, required=True)
