@@ -182,12 +182,17 @@ def events_file(draw) -> tuple[str, bytes, bytes]:
     if draw(st.booleans()):
         text = b"\xef\xbb\xbf" + text
     packing = draw(
-        st.sampled_from(["plain", "plain", "gzip", "gzip_multi", "cut", "damaged", "liar"])
+        st.sampled_from(
+            ["plain", "plain", "gzip", "gzip_multi", "cut", "damaged", "liar", "unnamed_gzip"]
+        )
     )
-    name = "a.jsonl.gz" if packing != "plain" else draw(st.sampled_from(["a.jsonl", "A.JSONL"]))
+    plain_name = packing in ("plain", "unnamed_gzip")
+    name = draw(st.sampled_from(["a.jsonl", "A.JSONL"])) if plain_name else "a.jsonl.gz"
     if packing == "plain" or packing == "liar":
         return name, text, text
     blob = gzip.compress(text, mtime=0)
+    if packing == "unnamed_gzip":  # whole gzip under a plain name: read by its content
+        return name, blob, text
     if packing == "gzip_multi":
         split = draw(st.integers(0, len(text)))
         blob = gzip.compress(text[:split], mtime=0) + gzip.compress(text[split:], mtime=0)

@@ -50,6 +50,21 @@ def test_each_bad_input_kind_is_quarantined_with_its_reason(tmp_path):
     )
 
 
+def test_two_facts_about_one_file_are_two_quarantined_rows(tmp_path):
+    """An empty gzip stream under a plain name is two file facts, both before the first line
+    (misnamed, empty): each is one quarantined row. Joining quarantine to bronze by file and line
+    once made them four, and the accounting check stopped the day."""
+    import gzip
+
+    path = tmp_path / "a.jsonl"
+    path.write_bytes(gzip.compress(b"", mtime=0))
+    bronze = stamp(bronze_events_from_file(path, "a.jsonl"), "events", ARRIVAL, AT)
+    result = clean_events(bronze)
+    assert result.balanced
+    assert result.quarantine["quarantine_reason"].to_list() == ["misnamed_file", "empty_file"]
+    assert result.quarantine["quarantine_detail"].to_list() == bronze["_parse_detail"].to_list()
+
+
 def test_valid_rows_are_typed_normalised_and_follow_the_contract(tmp_path):
     result = clean_events(bronze_of(tmp_path, [ln for ln, _ in FAULTY_LINES]))
     silver = result.silver

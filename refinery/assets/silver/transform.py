@@ -137,70 +137,99 @@ def _typed_snapshot(table: str) -> dict[str, Typed]:
     }
 
 
-def _type_and_reason(
-    bronze: pl.LazyFrame, typed: dict[str, Typed], contract: Contract, extra: dict[str, pl.Expr]
-) -> pl.LazyFrame:
-    """Typed columns plus `quarantine_reason`/`quarantine_detail` (null for a valid row).
+_ROW = "__row"  # a bronze row's position in its part: how quarantine finds the row's texts
+_VIOLATION = "__violation"
 
-    Reasons in order: the bronze parse error, a missing required field, a value that does not
-    convert to its type, then the contract's constraints in their declared order.
-    """
-    checks: list[tuple[pl.Expr, str, pl.Expr]] = []
+
+def _rules(typed: dict[str, Typed]) -> list[tuple[pl.Expr, str, pl.Expr]]:
+    """(breaks it, reason, detail) of each typing rule in order, on the bronze text columns."""
+    rules: list[tuple[pl.Expr, str, pl.Expr]] = []
     for name, spec in typed.items():
         present = _text(name).is_not_null()
         if spec.required:
-            checks.append((present.not_(), "missing_required_field", pl.lit(f"{name} is missing")))
-        checks.append(
+            rules.append((present.not_(), "missing_required_field", pl.lit(f"{name} is missing")))
+        rules.append(
             (
                 present & spec.expr.is_null(),
                 spec.failure,
                 pl.format(f"{name}={{}} is not a valid {name}", _text(name)),
             )
         )
+    return rules
+
+
+def _type_and_reason(
+    bronze: pl.LazyFrame, typed: dict[str, Typed], contract: Contract, extra: dict[str, pl.Expr]
+) -> pl.LazyFrame:
+    """Typed columns plus `quarantine_reason` (null for a valid row) and the first contract
+    rule broken; `_split` writes the detail of the rows that have a reason.
+
+    Reasons in order: the bronze parse error, a missing required field, a value that does not
+    convert to its type, then the contract's constraints in their declared order.
+    """
     # The first failing rule wins: a coalesce of independent branches keeps the plan linear.
     reason = pl.coalesce(
-        pl.col("_parse_error"), *[pl.when(cond).then(pl.lit(code)) for cond, code, _ in checks]
-    )
-    detail = pl.coalesce(
-        pl.col("_parse_detail"), *[pl.when(cond).then(text) for cond, _, text in checks]
+        pl.col("_parse_error"),
+        *[pl.when(cond).then(pl.lit(code)) for cond, code, _ in _rules(typed)],
     )
     frame = (
-        bronze.with_columns(quarantine_reason=reason, quarantine_detail=detail)
+        bronze.with_columns(quarantine_reason=reason)
         .with_columns(**{name: spec.expr for name, spec in typed.items()})
         .with_columns(**extra)
     )
-    violation = contract.first_violation()
-    return frame.with_columns(
-        quarantine_reason=pl.coalesce("quarantine_reason", violation),
-        quarantine_detail=pl.coalesce(
-            "quarantine_detail",
-            pl.when(violation.is_not_null()).then(pl.format("breaks contract rule {}", violation)),
-        ),
+    return frame.with_columns(contract.first_violation().alias(_VIOLATION)).with_columns(
+        quarantine_reason=pl.coalesce("quarantine_reason", _VIOLATION)
     )
 
 
-def _split(frame: pl.DataFrame, contract: Contract) -> tuple[pl.DataFrame, pl.DataFrame]:
+def _split(
+    frame: pl.DataFrame, contract: Contract, typed: dict[str, Typed], bronze: pl.LazyFrame
+) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """(silver, quarantine) of a typed frame. A quarantined row gets its raw line and its
+    detail (the bronze parse detail, else the text of the first typing rule broken, else the
+    contract rule) from its bronze row, found by position: only those rows' texts are read and
+    formatted (formatting a detail for every row was a third of the typing pass)."""
     bad = frame.filter(pl.col("quarantine_reason").is_not_null())
-    good = frame.filter(pl.col("quarantine_reason").is_null())
-    quarantine = bad.select(
-        [
-            pl.col(c).cast(t) if c in bad.columns else pl.lit(None, dtype=t).alias(c)
-            for c, t in QUARANTINE_COLUMNS.items()
-        ]
+    silver = frame.filter(pl.col("quarantine_reason").is_null()).select(
+        [pl.col(c.name).cast(c.dtype) for c in contract.columns]
     )
-    silver = good.select([pl.col(c.name).cast(c.dtype) for c in contract.columns])
+    columns = [_ROW, "_raw", *typed]
+    texts = (
+        bronze.select(columns).join(bad.lazy().select(_ROW), on=_ROW, how="semi").collect()
+        if bad.height
+        else bronze.select(columns).clear().collect()  # nothing quarantined: no second read
+    )
+    violation = pl.col(_VIOLATION)
+    detail = pl.coalesce(
+        pl.col("_parse_detail"),
+        *[pl.when(cond).then(text) for cond, _, text in _rules(typed)],
+        pl.when(violation.is_not_null()).then(pl.format("breaks contract rule {}", violation)),
+    )
+    quarantine = (
+        bad.drop([c for c in (*typed, "_raw") if c in bad.columns])
+        .join(texts, on=_ROW, how="left", maintain_order="left")
+        .with_columns(quarantine_detail=detail)
+        .select(
+            [
+                pl.col(c).cast(t) if c in bad.columns or c in ("_raw", "quarantine_detail")
+                else pl.lit(None, dtype=t).alias(c)
+                for c, t in QUARANTINE_COLUMNS.items()
+            ]
+        )
+    )  # fmt: skip
     return silver, quarantine
 
 
 def split_events(bronze: pl.DataFrame | pl.LazyFrame, contract: Contract = EVENTS) -> SilverResult:
     """Type and validate bronze events; valid rows in `silver`, the rest quarantined with their
     reason and raw line. No deduplication: `duplicates` is empty (see `keep_first_arrivals`)."""
-    bronze = bronze.lazy()
+    bronze = bronze.lazy().with_row_index(_ROW)
+    typed = _typed_events()
     # The raw line is only needed for the few rows quarantined: leaving it out of the typing pass
     # keeps a 10M-line day's largest column out of memory.
     frame = _type_and_reason(
         bronze.drop("_raw"),
-        _typed_events(),
+        typed,
         contract,
         {
             "quantity": pl.col("quantity").fill_null(1),
@@ -209,9 +238,8 @@ def split_events(bronze: pl.DataFrame | pl.LazyFrame, contract: Contract = EVENT
         },
     ).collect()
     bronze_rows = frame.height
-    silver, quarantine = _split(frame, contract)
+    silver, quarantine = _split(frame, contract, typed, bronze)
     del frame
-    quarantine = _with_raw_lines(quarantine, bronze)
     return SilverResult(silver, quarantine, silver.clear(), bronze_rows, by_reason(quarantine))
 
 
@@ -307,27 +335,15 @@ def clean_events(
     return result
 
 
-def _with_raw_lines(quarantine: pl.DataFrame, bronze: pl.LazyFrame) -> pl.DataFrame:
-    """Fill `_raw` of quarantined rows from bronze, reading only those lines' text."""
-    key = ["_source_file", "_line"]
-    raw = bronze.select(*key, "_raw").join(quarantine.lazy().select(key), on=key, how="semi")
-    return (
-        quarantine.drop("_raw")
-        .join(raw.collect(), on=key, how="left", maintain_order="left")
-        .select(list(QUARANTINE_COLUMNS))
-    )
-
-
 def clean_snapshot(bronze: pl.DataFrame | pl.LazyFrame, table: str) -> SilverResult:
     """Silver users/products snapshot of one arrival date (duplicate keys: first row wins)."""
     contract = CONTRACTS[table]
+    typed = _typed_snapshot(table)
+    bronze = bronze.lazy().with_row_index(_ROW)
     frame = _type_and_reason(
-        bronze.lazy(),
-        _typed_snapshot(table),
-        contract,
-        {"snapshot_date": pl.col("_arrival_date")},
+        bronze.drop("_raw"), typed, contract, {"snapshot_date": pl.col("_arrival_date")}
     ).collect()
-    silver, quarantine = _split(frame, contract)
+    silver, quarantine = _split(frame, contract, typed, bronze)
     keep = keep_first_arrivals(silver.select(contract.unique))
     kept = silver.filter(keep)
     content = tuple(
