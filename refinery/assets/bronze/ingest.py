@@ -9,10 +9,11 @@ does not read) become one extra row with `_line = 0` (before the first line) or 
 the last, so they are visible downstream and counted in the accounting invariant.
 
 JSON is parsed strictly (RFC 8259): no NaN/Infinity, no trailing commas, numbers that overflow a
-double are `non_finite_number`, a key twice in one object is `duplicate_key`. Most lines take a
-fast path (orjson, strict by itself) whose result is only accepted when it is provably the
-strict parser's result; every other line goes through the standard library's parser with hooks
-that name each problem.
+double are `non_finite_number`, a key twice in one object is `duplicate_key`. Lines in the shape
+exporters write (`SIMPLE_OBJECT`: a flat object of contract keys in order, no escapes) are read
+column-wise by Polars in Rust, which for such a line can only be the strict parser's answer; the
+others one at a time, through orjson where its result is provably the strict parser's, else the
+standard library's parser with hooks that name each problem.
 """
 
 from __future__ import annotations
