@@ -11,7 +11,11 @@ run against 30 runs, side by side.
    each step's start → success, dbt start-up and queries (the dbt step minus the node times in
    its `run_results.json`, and those node times), checks (dbt tests' node times, plus the
    Pandera contract checks re-timed on the written bronze and silver partitions), and Dagster
-   (the run's wall time minus its steps).
+   (the run's wall time minus its steps). Beside each daily run, the floor for that day
+   (`bench.floor`, pre-aggregated, from the landing files of every date up to it: the day's
+   knowledge date from scratch) runs in a fresh process of its own, its output equality-checked
+   against the marts the run wrote before its time is kept; both sides are timed as whole
+   processes (interpreter start and imports included), and the ratio is refinery's / the floor's.
 2. Backfill: `--days` dates of `--backfill-events` events; bronze and silver (all six assets)
    over the range as one run (`BackfillPolicy.single_run()`) and as one run per date, each in a
    fresh lake (landing copied), median of `--repeat`.
@@ -29,12 +33,13 @@ import os
 import shutil
 import statistics
 import subprocess
+import sys
 import tempfile
 import time
 from datetime import date, timedelta
 from pathlib import Path
 
-from bench.run import REPO, tree_environment
+from bench.run import REPO, check_equal, run_measured, tree_environment
 
 START = date(2026, 9, 1)
 
@@ -110,7 +115,10 @@ def synth(root: Path, days: int, events: int) -> None:
 
 
 def child(code: str, *args: str, env: dict, tree: Path = REPO) -> dict:
+    """Run `code` in a fresh interpreter of `tree`; its last stdout line (JSON), with the
+    process's whole wall time as `process_seconds`."""
     python, env = tree_environment(tree, env)
+    started = time.perf_counter()
     out = subprocess.run(
         [python, "-c", code, *args],
         env=env,
@@ -119,7 +127,30 @@ def child(code: str, *args: str, env: dict, tree: Path = REPO) -> dict:
         text=True,
         check=True,
     )
-    return json.loads(out.stdout.strip().splitlines()[-1])
+    return json.loads(out.stdout.strip().splitlines()[-1]) | {
+        "process_seconds": time.perf_counter() - started
+    }
+
+
+def floor_for_day(root: Path, day: str, work: Path) -> dict:
+    """The floor for one knowledge date from the landing files, as a whole process, checked
+    equal to the marts refinery's run wrote for that date."""
+    out, log = work / f"floor-{day}", work / f"floor-{day}.log"
+    measured = run_measured(
+        [
+            sys.executable, "-m", "bench.floor", "--landing", str(root / "landing"),
+            "--out", str(out), "--min-date", day, "--max-date", day, "--source", "landing",
+            "--json", str(work / f"floor-{day}.json"),
+        ],
+        log,
+    )  # fmt: skip
+    if measured["exit_code"] != 0:
+        raise SystemExit(f"floor for {day} failed: {log.read_text()[-2000:]}")
+    the_day = date.fromisoformat(day)
+    check_equal(root, out, the_day, the_day, f"floor for {day}")
+    shutil.rmtree(out)
+    inner = json.loads((work / f"floor-{day}.json").read_text())
+    return {"process_seconds": measured["wall_seconds"], "inside_seconds": inner["seconds"]}
 
 
 def step_times(instance, run_id: str) -> dict[str, float]:
@@ -177,6 +208,13 @@ def daily(events: int, history: int, days: int, work: Path, trees: dict[str, Pat
         for name, tree in trees.items():
             root, home, env = lakes[name]
             runs[name].append(one_daily_run(tree, root, home, env, day))
+        # the floor once per day (the trees' lakes hold the same landing data and marts)
+        root = lakes["this"][0]
+        floor = floor_for_day(root, day, work)
+        for name in trees:
+            run = runs[name][-1]
+            run["split"]["floor for the day (process)"] = floor["process_seconds"]
+            run["split"]["refinery / floor"] = run["split"]["process"] / floor["process_seconds"]
     return {
         name: {
             "median": {
@@ -223,6 +261,8 @@ def one_daily_run(tree: Path, root: Path, home: Path, env: dict, day: str) -> di
         "online": sum(s for k, s in steps.items() if k.startswith("online")),
         "drift report": sum(s for k, s in steps.items() if k.startswith("ml")),
         "run wall": run["wall"],
+        # the child's whole process: interpreter start, import, instance, run, teardown
+        "process": run["process_seconds"],
     }
     return {"day": day, "split": split, "steps": steps}
 
