@@ -141,16 +141,28 @@ _ROW = "__row"  # a bronze row's position in its part: how quarantine finds the 
 _VIOLATION = "__violation"
 
 
-def _rules(typed: dict[str, Typed]) -> list[tuple[pl.Expr, str, pl.Expr]]:
-    """(breaks it, reason, detail) of each typing rule in order, on the bronze text columns."""
+def _present(name: str) -> str:
+    return f"__present_{name}"
+
+
+def _rules(typed: dict[str, Typed], *, on_texts: bool) -> list[tuple[pl.Expr, str, pl.Expr]]:
+    """(breaks it, reason, detail) of each typing rule in order.
+
+    `on_texts`: the conditions read the bronze text columns (quarantined rows, for their
+    details); else they read what `_type_and_reason` computed once per field, the typed value
+    under the field's name and whether its text was present (`__present_<name>`), so the
+    typing pass parses each field once instead of once for its rule and once for its value."""
     rules: list[tuple[pl.Expr, str, pl.Expr]] = []
     for name, spec in typed.items():
-        present = _text(name).is_not_null()
+        if on_texts:
+            present, value = _text(name).is_not_null(), spec.expr
+        else:
+            present, value = pl.col(_present(name)), pl.col(name)
         if spec.required:
             rules.append((present.not_(), "missing_required_field", pl.lit(f"{name} is missing")))
         rules.append(
             (
-                present & spec.expr.is_null(),
+                present & value.is_null(),
                 spec.failure,
                 pl.format(f"{name}={{}} is not a valid {name}", _text(name)),
             )
@@ -170,11 +182,13 @@ def _type_and_reason(
     # The first failing rule wins: a coalesce of independent branches keeps the plan linear.
     reason = pl.coalesce(
         pl.col("_parse_error"),
-        *[pl.when(cond).then(pl.lit(code)) for cond, code, _ in _rules(typed)],
+        *[pl.when(cond).then(pl.lit(code)) for cond, code, _ in _rules(typed, on_texts=False)],
     )
+    presence = {_present(name): _text(name).is_not_null() for name in typed}
     frame = (
-        bronze.with_columns(quarantine_reason=reason)
-        .with_columns(**{name: spec.expr for name, spec in typed.items()})
+        bronze.with_columns(**presence, **{name: spec.expr for name, spec in typed.items()})
+        .with_columns(quarantine_reason=reason)
+        .drop(list(presence))
         .with_columns(**extra)
     )
     return frame.with_columns(contract.first_violation().alias(_VIOLATION)).with_columns(
@@ -202,7 +216,7 @@ def _split(
     violation = pl.col(_VIOLATION)
     detail = pl.coalesce(
         pl.col("_parse_detail"),
-        *[pl.when(cond).then(text) for cond, _, text in _rules(typed)],
+        *[pl.when(cond).then(text) for cond, _, text in _rules(typed, on_texts=True)],
         pl.when(violation.is_not_null()).then(pl.format("breaks contract rule {}", violation)),
     )
     quarantine = (
@@ -263,11 +277,10 @@ def keep_first_arrivals(
     frame = keys.to_frame() if isinstance(keys, pl.Series) else keys
     keep = frame.select(pl.struct(frame.columns).is_first_distinct()).to_series()
     if prior is not None and prior.len():
-        ids = frame.to_series(0)
-        # is_in hashes its right side: hash the day's ids and probe the (larger) look-back ids,
-        # then test the day against the few ids found there.
-        seen = prior.filter(prior.is_in(ids.implode()))
-        keep = keep & ~ids.is_in(seen.implode())
+        # is_in hashes its right side: `prior` holds only the earlier rows of the day's ids
+        # (the index's hits, a fraction of the day), so it is the side to hash (1M ids a day
+        # probed against 5,000 hits: 0.015 s, against 0.14 s hashing the day)
+        keep = keep & ~frame.to_series(0).is_in(prior.drop_nulls().implode())
     return keep.alias("keep")
 
 
