@@ -651,6 +651,139 @@ def _csv_record(line: str) -> list[str]:
     return next(csv.reader([line], strict=True))
 
 
+@dataclass(frozen=True)
+class _Header:
+    """A snapshot's header line, as the records are judged against it."""
+
+    width: int  # fields in the header, extra columns included
+    position: dict[str, int]  # where each contract column is
+    error: tuple[str, str] | None  # missing_column / duplicate_column, marking every record
+
+
+def _snapshot_header(text: str, fields: list[str]) -> _Header:
+    try:
+        header = [name.strip().lower() for name in _csv_record(text)]
+    except (csv.Error, StopIteration):
+        header = []
+    missing = [f for f in fields if f not in header]
+    doubled = sorted({f for f in fields if header.count(f) > 1})
+    error = None
+    if doubled:
+        error = ("duplicate_column", f"header names {', '.join(doubled)} more than once")
+    elif missing:
+        error = ("missing_column", f"snapshot lacks column(s): {', '.join(missing)}")
+    return _Header(len(header), {f: header.index(f) for f in fields if f in header}, error)
+
+
+def _snapshot_record(
+    number: int, text: str, bad_utf8: bool, header: _Header, fields: list[str]
+) -> tuple[list[str | None], str | None, str | None]:
+    """One record line (line `number` of the file): its contract values, error and detail."""
+    values: list[str | None] = [None] * len(fields)
+    if bad_utf8:
+        return values, "invalid_utf8", LINE_ERRORS["invalid_utf8"]
+    if not text.strip():
+        return values, "empty_line", LINE_ERRORS["empty_line"]
+    try:
+        record = _csv_record(text)
+    except (csv.Error, StopIteration) as exc:
+        return values, "malformed_csv", f"line {number} is not valid CSV: {exc}"
+    if len(record) != header.width:
+        detail = f"line {number} has {len(record)} field(s), the header has {header.width}"
+        return values, "wrong_field_count", detail
+    values = [record[header.position[f]].strip() if f in header.position else None for f in fields]
+    error, detail = header.error or (None, None)
+    return values, error, detail
+
+
+def snapshot_records_line_by_line(
+    texts: list[str],
+    bad_utf8: np.ndarray,
+    header: _Header,
+    fields: list[str],
+    numbers: list[int] | None = None,
+) -> pl.DataFrame:
+    """Record lines judged one at a time: the reference `snapshot_records` equals, and what it
+    does for the lines outside its fast shape. `texts` are the file's lines after the header,
+    or those numbered `numbers` (line 1 is the header)."""
+    columns: list[list[str | None]] = [[] for _ in fields]
+    errors: list[str | None] = []
+    details: list[str | None] = []
+    numbers = numbers if numbers is not None else list(range(2, len(texts) + 2))
+    for number, text, bad in zip(numbers, texts, bad_utf8.tolist()):
+        values, error, detail = _snapshot_record(number, text, bad, header, fields)
+        for column, value in zip(columns, values):
+            column.append(value)
+        errors.append(error)
+        details.append(detail)
+    return pl.DataFrame(
+        {
+            **{f: pl.Series(f, col, dtype=pl.String) for f, col in zip(fields, columns)},
+            "_parse_error": pl.Series(errors, dtype=pl.String),
+            "_parse_detail": pl.Series(details, dtype=pl.String),
+        }
+    )
+
+
+# A record line the csv module reads as `line.split(",")`: no quote (the only way a field holds
+# a comma, or a quote is an error), no line-break or NUL character (Pythons before 3.11 refuse
+# NUL), nothing Python's str.strip() strips that Rust's does not (\x1c-\x1f are white space to
+# Python only), and no field the csv module would refuse as longer than its field size limit.
+_NOT_SIMPLE_CSV = r'["\r\n\x00\x1c-\x1f]'
+
+
+def snapshot_records(
+    lines: pl.Series, bad_utf8: np.ndarray, header: _Header, fields: list[str]
+) -> pl.DataFrame:
+    """`snapshot_records_line_by_line`, column-wise in Polars for the lines in the simple shape
+    (nearly every line an exporter writes), line by line for the others."""
+    n = lines.len()
+    frame = pl.DataFrame({"text": lines, "bad": pl.Series(bad_utf8, dtype=pl.Boolean)})
+    limit = csv.field_size_limit()
+    text = pl.col("text")
+    simple = (
+        ~pl.col("bad")
+        & ~text.str.contains(_NOT_SIMPLE_CSV)
+        & (text.str.len_chars() <= limit)
+        & (text.str.strip_chars() != "")
+    )
+    parsed = frame.with_columns(simple=simple, record=text.str.split(","))
+    count = pl.col("record").list.len()
+    fits = count == header.width
+    number = pl.int_range(2, n + 2, dtype=pl.Int64)
+    error, detail = header.error or (None, None)
+    fast = parsed.select(
+        "simple",
+        *[
+            pl.when(fits)
+            .then(pl.col("record").list.get(header.position[f]).str.strip_chars())
+            .alias(f)
+            if f in header.position
+            else pl.lit(None, dtype=pl.String).alias(f)
+            for f in fields
+        ],
+        _parse_error=pl.when(~fits)
+        .then(pl.lit("wrong_field_count"))
+        .otherwise(pl.lit(error, dtype=pl.String)),
+        _parse_detail=pl.when(~fits)
+        .then(
+            pl.format(f"line {{}} has {{}} field(s), the header has {header.width}", number, count)
+        )
+        .otherwise(pl.lit(detail, dtype=pl.String)),
+    )
+    others = np.flatnonzero(~fast.get_column("simple").to_numpy())
+    fast = fast.drop("simple")
+    if len(others) == 0:
+        return fast
+    slow = snapshot_records_line_by_line(
+        lines.gather(others).to_list(), bad_utf8[others], header, fields, (others + 2).tolist()
+    )
+    index = pl.Series(others, dtype=pl.Int64)
+    return fast.with_columns(
+        [fast.get_column(c).scatter(index, slow.get_column(c)) for c in fast.columns]
+    )
+
+
 def bronze_snapshot_from_file(path: Path, source_file: str, table: str) -> pl.DataFrame:
     """A CRM/catalogue CSV snapshot → bronze rows, judged line by line, every value as text.
 
@@ -660,69 +793,27 @@ def bronze_snapshot_from_file(path: Path, source_file: str, table: str) -> pl.Da
     lacks a contract column, or names one twice, marks every row (`missing_column`,
     `duplicate_column`) so silver quarantines the snapshot with that reason. An empty file is one
     `empty_file` record. A record never spans lines: a quoted field with a line break in it
-    makes both halves `malformed_csv`.
+    makes both halves `malformed_csv`. What happens to a line depends on that line (and the
+    header) alone; lines in the shape exporters write are judged column-wise
+    (`snapshot_records`), with the answer of the line-by-line judge.
     """
-    fields = SOURCE_FIELDS[table]
+    fields = list(SOURCE_FIELDS[table])
     raw = read_raw(path)
     records = [file_record(table, source_file, 0, e, d) for e, d in raw.problems]
     lines, bad_utf8 = decode_lines(raw.data)
     if lines.len() == 0:
         return pl.concat(records) if records else _empty(table)
-    texts = lines.to_list()
-    try:
-        header = [name.strip().lower() for name in _csv_record(texts[0])]
-    except (csv.Error, StopIteration):
-        header = []
-    missing = [f for f in fields if f not in header]
-    doubled = sorted({f for f in fields if header.count(f) > 1})
-    header_error = None
-    if doubled:
-        header_error = ("duplicate_column", f"header names {', '.join(doubled)} more than once")
-    elif missing:
-        header_error = ("missing_column", f"snapshot lacks column(s): {', '.join(missing)}")
-    position = {f: header.index(f) for f in fields if f in header}
-    columns: list[list[str | None]] = [[] for _ in fields]
-    errors: list[str | None] = []
-    details: list[str | None] = []
-    for number, text in enumerate(texts[1:], start=2):
-        values: list[str | None] = [None] * len(fields)
-        error = detail = None
-        if bad_utf8[number - 1]:
-            error, detail = "invalid_utf8", LINE_ERRORS["invalid_utf8"]
-        elif not text.strip():
-            error, detail = "empty_line", LINE_ERRORS["empty_line"]
-        else:
-            try:
-                record = _csv_record(text)
-            except (csv.Error, StopIteration) as exc:
-                record, error, detail = (
-                    [],
-                    "malformed_csv",
-                    f"line {number} is not valid CSV: {exc}",
-                )
-            if error is None and len(record) != len(header):
-                error, detail = (
-                    "wrong_field_count",
-                    f"line {number} has {len(record)} field(s), the header has {len(header)}",
-                )
-            if error is None:
-                values = [record[position[f]].strip() if f in position else None for f in fields]
-                if header_error:
-                    error, detail = header_error
-        for column, value in zip(columns, values):
-            column.append(value)
-        errors.append(error)
-        details.append(detail)
-    frame = pl.DataFrame(
-        {
-            "_raw": pl.Series(texts[1:], dtype=pl.String),
-            **{f: pl.Series(f, col, dtype=pl.String) for f, col in zip(fields, columns)},
-            "_parse_error": pl.Series(errors, dtype=pl.String),
-            "_parse_detail": pl.Series(details, dtype=pl.String),
-        }
+    header = _snapshot_header(lines[0], fields)
+    body = lines.slice(1)
+    frame = pl.concat(
+        [
+            body.alias("_raw").to_frame(),
+            snapshot_records(body, bad_utf8[1:], header, fields),
+        ],
+        how="horizontal",
     ).with_columns(
         _source_file=pl.lit(source_file),
-        _line=pl.int_range(2, len(texts) + 1, dtype=pl.Int64),  # line 1 is the header
+        _line=pl.int_range(2, lines.len() + 1, dtype=pl.Int64),  # line 1 is the header
     )
     return pl.concat([*records, frame.select(list(_schema(table, False)))])
 
