@@ -81,7 +81,7 @@ OP = st.one_of(
     ),
     st.tuples(
         st.just("corrupt"),
-        st.sampled_from(["manifest", "fp", "rows", "rows_flip"]),
+        st.sampled_from(["manifest", "fp", "rows", "rows_flip", "rows_flip_prelude"]),
         st.integers(0, 5),
     ),
     st.tuples(st.just("refresh"), st.just(0), st.just(0)),
@@ -92,10 +92,18 @@ def sidecar_files(paths: LakePaths) -> list:
     return sorted((ei.index_dir(paths) / "rows").glob("*/*.rows"))
 
 
-def flip_byte(path) -> None:
-    """One byte of the first block (rows 0-63) changed: same size, the CRC must catch it."""
+def flip_byte(path, where: str = "block") -> None:
+    """One byte changed, same size: of the first block (rows 0-63), or of the prelude (the
+    blocks' schema and the constants); a CRC must catch either."""
+    header_end = len(rows_io.MAGIC) + len(rows_io.schema_message(ei._schema()))
+    try:
+        first_block = int(rows_io.Sidecar(path, rows_io.schema_message(ei._schema()))._offsets[0])
+    except rows_io.SidecarError:  # already damaged: any byte will do
+        first_block = header_end
     data = bytearray(path.read_bytes())
-    data[len(rows_io.MAGIC) + len(rows_io.schema_message(ei._schema())) + 5] ^= 0x5A
+    at = first_block + 5 if where == "block" else (header_end + first_block) // 2
+    if at < len(data):
+        data[at] ^= 0x5A
     path.write_bytes(bytes(data))
 
 
@@ -136,8 +144,8 @@ def test_index_lookup_equals_scan(tmp_path_factory, ops, tiny, old_schema):
             for p in target:
                 if kind == "delete":
                     p.unlink(missing_ok=True)
-                elif op[1] == "rows_flip":
-                    flip_byte(p)
+                elif op[1].startswith("rows_flip"):
+                    flip_byte(p, "prelude" if op[1].endswith("prelude") else "block")
                 elif p.exists():
                     p.write_bytes(p.read_bytes()[: max(1, p.stat().st_size // 2)])
     # and after everything, every arrival day against every id there is
@@ -364,4 +372,25 @@ def test_sigkill_during_update_leaves_lookups_exact(tmp_path, monkeypatch, point
     assert on_disk == named and len(named) == 5
     reads = PartReads(monkeypatch)
     same(paths, START + timedelta(days=6), ids, update=False)
+    assert reads.parts == []
+
+
+def test_columns_constant_in_a_part_are_kept_once_and_read_back(tmp_path, monkeypatch):
+    """A part's arrival date, source file and absent columns are stored once, not per block;
+    parts of different layouts (a one-row part: every column but the key constant) decode in
+    one lookup, each with its own constants, exactly as the straight scan reads them."""
+    paths = LakePaths(tmp_path)
+    write_day(paths, 0, [[f"ev-a{i}" for i in range(130)], ["ev-lone"]])
+    write_day(paths, 1, [[f"ev-b{i}" for i in range(70)]], salt=7)
+    ei.refresh(paths)
+    header = rows_io.schema_message(ei._schema())
+    layouts = {f.parent.name + f.name[:6]: rows_io.Sidecar(f, header) for f in sidecar_files(paths)}
+    for sidecar in layouts.values():
+        kept_once = set(sidecar.constants.column_names)
+        assert {"arrival_date", "_source_file", "session_id"} <= kept_once
+        assert "event_id" not in kept_once and "_line" not in kept_once or sidecar.rows == 1
+    assert sorted(s.rows for s in layouts.values()) == [1, 70, 130]
+    ids = pl.Series("event_id", ["ev-a0", "ev-a129", "ev-lone", "ev-b5", "ev-b69", "ev-zz"])
+    reads = PartReads(monkeypatch)
+    same(paths, START + timedelta(days=2), ids, update=False)
     assert reads.parts == []

@@ -538,7 +538,7 @@ def prior_rows(
     # A row reached through a hit has the fingerprint of its id: if that id is wanted, it is
     # among the wanted ids whose fingerprint hit, so the exact filter needs only those.
     candidates = wanted.gather(order[any_hit])
-    frames, failed = _read_sidecars(header, reads, candidates)
+    frames, failed = _read_sidecars(reads, candidates)
     fallback += failed
     frames.append(_read_parts(fallback, wanted))
     return (
@@ -556,20 +556,28 @@ def _part_no(part: Path) -> int:
 _ORDER = {"_o_day": pl.Int64, "_o_part": pl.Int64, "_o_row": pl.Int64}
 
 
-def _read_sidecars(header: bytes, reads: list, wanted: pl.Series) -> tuple[list, list]:
-    """The hit rows of each (part, sidecar, rows), decoded in groups of blocks, filtered by exact
-    event_id; the parts whose sidecar failed go back to be read whole."""
+def _read_sidecars(reads: list, wanted: pl.Series) -> tuple[list, list]:
+    """The hit rows of each (part, sidecar, rows), decoded in groups of blocks of one layout (the
+    same blocks' schema and constant columns), the constants of each part put back beside its
+    rows, filtered by exact event_id; the parts whose sidecar failed go back to be read whole."""
     frames, failed = [], []
-    group, packed, raw, counts, takes, keys, base = [], [], 0, [], [], [], 0
+    group, packed, raw, counts, takes, keys, base, layout = [], [], 0, [], [], [], 0, None
 
     def flush():
-        nonlocal group, packed, raw, counts, takes, keys, base
+        nonlocal group, packed, raw, counts, takes, keys, base, layout
         if group:
             try:
-                table = rows_io.decode(header, packed, raw, counts, np.concatenate(takes))
+                block_header, _ = layout
+                table = rows_io.decode(block_header, packed, raw, counts, np.concatenate(takes))
                 d, p, r = (np.concatenate(k) for k in zip(*keys))
+                # each part's one-row constants, repeated for its rows (in the order decoded)
+                constants = pa.concat_tables([sidecar.constants for *_, sidecar in group]).take(
+                    pa.array(np.repeat(np.arange(len(group)), [len(k[2]) for k in keys]))
+                )
+                for name in constants.column_names:
+                    table = table.append_column(name, constants.column(name))
                 frame = (
-                    pl.from_arrow(table)
+                    pl.from_arrow(table.select(list(_schema())))
                     .cast(_schema())
                     .with_columns(
                         _o_day=pl.Series(d, dtype=pl.Int64),
@@ -578,9 +586,10 @@ def _read_sidecars(header: bytes, reads: list, wanted: pl.Series) -> tuple[list,
                     )
                 )
                 frames.append(frame.filter(pl.col("event_id").is_in(wanted.implode())))
-            except rows_io.SidecarError:
-                failed.extend((o, n, part) for o, n, part in group)
-        group, packed, raw, counts, takes, keys, base = [], [], 0, [], [], [], 0
+            except (rows_io.SidecarError, pa.ArrowException, KeyError):
+                # (KeyError: blocks and constants that do not hold every contract column)
+                failed.extend((o, n, part) for o, n, part, _ in group)
+        group, packed, raw, counts, takes, keys, base, layout = [], [], 0, [], [], [], 0, None
 
     for ordinal, number, part, sidecar, rows in reads:
         try:
@@ -592,7 +601,11 @@ def _read_sidecars(header: bytes, reads: list, wanted: pl.Series) -> tuple[list,
                 with contextlib.suppress(OSError):
                     sidecar.path.unlink()
             continue
-        group.append((ordinal, number, part))
+        shape = (sidecar.block_header, sidecar.constants.schema.serialize().to_pybytes())
+        if layout is not None and shape != layout:
+            flush()
+        layout = shape
+        group.append((ordinal, number, part, sidecar))
         packed += blocks
         raw += size
         counts += cnts
