@@ -1,6 +1,7 @@
 """Silver transforms: every bad input gets its reason, and the accounting always balances."""
 
 import itertools
+import shutil
 from datetime import UTC, date, datetime
 from decimal import Decimal
 
@@ -14,7 +15,7 @@ from refinery.assets.bronze.ingest import (
     bronze_snapshot_from_file,
     stamp,
 )
-from refinery.assets.silver.assets import write_silver_events
+from refinery.assets.silver.assets import HELD_SILVER_BYTES, write_silver_events
 from refinery.assets.silver.event_index import prior_rows
 from refinery.assets.silver.transform import clean_events, clean_snapshot, detached
 from refinery.contracts.silver import EVENTS, PRODUCTS, USERS
@@ -233,14 +234,19 @@ def test_silver_written_part_by_part_equals_the_whole_day_in_one_frame(
     assert [int(p.stem[5:]) for p in parts] == list(range(len(bounds) - 1))
 
     staging = lake.staging_dir("silver", "events", ARRIVAL.isoformat())
-    by_parts = write_silver_events(parts, lake, ARRIVAL, staging, EVENTS)
     whole = clean_events(bronze, prior_rows(lake, ARRIVAL, bronze["event_id"].drop_nulls()))
-    silver = pl.concat([pl.read_parquet(staging / f"part-{n}.parquet") for n in range(len(parts))])
-    assert silver.equals(whole.silver)
-    assert by_parts.duplicates.equals(whole.duplicates)
-    assert by_parts.quarantine.equals(whole.quarantine)
-    assert by_parts.bronze_rows == whole.bronze_rows == len(rows)
-    assert by_parts.quarantine_by_reason == whole.quarantine_by_reason
+    # typed parts held in memory and written once, and each written as typed, then rewritten
+    for held_bytes in (HELD_SILVER_BYTES, 0):
+        shutil.rmtree(staging, ignore_errors=True)
+        by_parts = write_silver_events(parts, lake, ARRIVAL, staging, EVENTS, held_bytes)
+        silver = pl.concat(
+            [pl.read_parquet(staging / f"part-{n}.parquet") for n in range(len(parts))]
+        )
+        assert silver.equals(whole.silver)
+        assert by_parts.duplicates.equals(whole.duplicates)
+        assert by_parts.quarantine.equals(whole.quarantine)
+        assert by_parts.bronze_rows == whole.bronze_rows == len(rows)
+        assert by_parts.quarantine_by_reason == whole.quarantine_by_reason
 
 
 def _empty_bronze() -> pl.DataFrame:

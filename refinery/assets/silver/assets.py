@@ -49,43 +49,74 @@ _DESCRIPTIONS = {
 }
 
 
+# Typed silver rows of a day held in memory until deduplication decides which to keep, so each
+# part is written once; parts beyond this (Polars' estimate) are written as typed and rewritten
+# without their duplicates, so memory follows the part, not the day, on a very large day.
+HELD_SILVER_BYTES = 512 * 1024 * 1024
+
+
 def write_silver_events(
-    bronze_parts: list[Path], paths: LakePaths, arrival: date, staging: Path, contract: Contract
+    bronze_parts: list[Path],
+    paths: LakePaths,
+    arrival: date,
+    staging: Path,
+    contract: Contract,
+    held_bytes: int = HELD_SILVER_BYTES,
 ) -> SilverResult:
     """Silver events of one day written as `staging/part-<i>.parquet`, one per bronze part.
 
-    Typing and validation go part by part, so memory follows the part size (128 MB of landing
-    text), not the day. Deduplication needs the whole day: it runs once over the event_id column
-    of the written parts (in arrival order) and the ids earlier partitions already hold (one
-    scan of their event_id column), then rewrites the parts that held a duplicate. Returns the day's
-    quarantine and duplicates (each with its reason); `silver` is left empty.
+    Typing and validation go part by part. Deduplication needs the whole day: it runs once over
+    the event_id column of the day's typed parts (in arrival order) and the rows earlier
+    partitions hold for those ids (`prior_rows`). Typed parts are held in memory up to
+    `held_bytes` and written once, without their duplicates; a part beyond that is written when
+    typed (memory follows the part size, 128 MB of landing text) and rewritten if it held a
+    duplicate. Returns the day's quarantine and duplicates (each with its reason); `silver` is
+    left empty.
     """
-    parts, quarantined, bronze_rows = [], [], 0
+    parts, quarantined, bronze_rows, held = [], [], 0, 0
     for i, bronze_part in enumerate(bronze_parts):
         split = split_events(pl.scan_parquet(bronze_part), contract)
-        part = staging / f"part-{i}.parquet"
-        write_parquet_atomic(split.silver, part)
-        parts.append((part, split.silver.height))
+        part, silver = staging / f"part-{i}.parquet", split.silver
+        size = silver.estimated_size()
+        if held + size > held_bytes:
+            write_parquet_atomic(silver, part)
+            silver = None
+        else:
+            held += size
+        parts.append([part, split.silver.height, silver])
         quarantined.append(detached(split.quarantine))  # not a view into the whole part
         bronze_rows += split.bronze_rows
-        del split
+        del split, silver
     kill_point("silver.after_parts")
-    written = [p for p, _ in parts]
-    ids = pl.scan_parquet(written).select("event_id").collect().get_column("event_id")
+    ids = pl.concat(
+        [
+            pl.read_parquet(part, columns=["event_id"]).get_column("event_id")
+            if frame is None
+            else frame.get_column("event_id")
+            for part, _, frame in parts
+        ]
+    )
     prior = prior_rows(paths, arrival, ids)
     keep = keep_first_arrivals(ids, prior.get_column("event_id"))
     dropped_ids = ids.filter(~keep).unique()
     del ids
-    silver_empty = pl.read_parquet(written[0], n_rows=0)
-    duplicates, offset = [], 0
-    for part, rows in parts:
+    duplicates, offset, silver_empty = [], 0, None
+    for entry in parts:
+        part, rows, frame = entry
         part_keep = keep.slice(offset, rows)
         offset += rows
-        if not part_keep.all():
+        if frame is None and not part_keep.all():
             frame = pl.read_parquet(part)
-            duplicates.append(detached(frame.filter(~part_keep)))
-            write_parquet_atomic(frame.filter(part_keep), part)
-            del frame
+        if frame is not None:
+            silver_empty = frame.clear() if silver_empty is None else silver_empty
+            if not part_keep.all():
+                duplicates.append(detached(frame.filter(~part_keep)))
+                frame = frame.filter(part_keep)
+            write_parquet_atomic(frame, part)
+            entry[2] = frame = None
+    written = [part for part, _, _ in parts]
+    if silver_empty is None:
+        silver_empty = pl.read_parquet(written[0], n_rows=0)
     # the originals of the day's own duplicates, wherever in the day they are
     originals = pl.concat(
         [

@@ -148,12 +148,13 @@ def write_rows(path: Path, frame: pl.DataFrame, schema: dict, batch_rows: int = 
             out.write(prelude)
             at = len(MAGIC) + len(prelude)
             for messages in _messages(table, batch_rows):
-                for message, packed in zip(messages, _compress(messages)):
+                packed = _compress(messages)
+                for message, block in zip(messages, packed):
                     offsets.append(at)
                     sizes.append(message.size)
-                    crcs.append(zlib.crc32(packed))
-                    out.write(packed)
-                    at += len(packed)
+                    crcs.append(zlib.crc32(block))
+                    at += len(block)
+                out.write(b"".join(packed))  # one write a group, not one a block
             offsets.append(at)
             out.write(np.asarray(offsets, dtype="<u8").tobytes())
             out.write(np.asarray(sizes, dtype="<u8").tobytes())
