@@ -447,6 +447,7 @@ _JSON_STRING = r'"[^"\\\x00-\x1f]*"'
 # longer ones, even in fields it does not keep); longer numbers go line by line.
 _JSON_NUMBER = r"-?(?:0|[1-9][0-9]{0,17})(?:\.[0-9]{1,18})?(?:[eE][+-]?[0-9]{1,2})?"
 _STRING_FIELDS = [f for f in EVENT_FIELDS if f not in _NUMBER_FIELDS]
+_NUMBER_FIELDS_IN_ORDER = [f for f in EVENT_FIELDS if f in _NUMBER_FIELDS]
 
 
 def _simple_object_pattern() -> str:
@@ -466,7 +467,7 @@ SIMPLE_OBJECT = _simple_object_pattern()
 _INTEGER = r"^-?[0-9]+$"
 
 
-def _simple_objects(lines: pl.Series, bad_utf8: np.ndarray, data: bytes = b"") -> pl.DataFrame:
+def _simple_objects(lines: pl.Series, bad_utf8: np.ndarray, data: bytes) -> pl.DataFrame:
     """`_i` (the line's index) and the contract fields as text of every line matching
     `SIMPLE_OBJECT`. The texts are the strict parser's: a string as written, an integer as
     written (`-0` is `0`), any other number `repr(float(literal))`. Should Polars' NDJSON reader
@@ -521,9 +522,6 @@ def _simple_objects(lines: pl.Series, bad_utf8: np.ndarray, data: bytes = b"") -
         _parse_error=pl.lit(None, dtype=pl.String),
         _parse_detail=pl.lit(None, dtype=pl.String),
     )
-
-
-_NUMBER_FIELDS_IN_ORDER = [f for f in EVENT_FIELDS if f in _NUMBER_FIELDS]
 
 
 def _line_by_line(lines: pl.Series, bad_utf8: np.ndarray) -> pl.DataFrame:
