@@ -578,9 +578,16 @@ def _line_by_line(lines: pl.Series, bad_utf8: np.ndarray) -> pl.DataFrame:
             column.append(value)
         errors.append(error)
         details.append(detail)
+    return _judged_lines(EVENT_FIELDS, columns, errors, details)
+
+
+def _judged_lines(
+    fields: list[str], columns: list[list], errors: list, details: list
+) -> pl.DataFrame:
+    """What a line-by-line judge found: each field's texts, `_parse_error`, `_parse_detail`."""
     return pl.DataFrame(
         {
-            **{f: pl.Series(f, col, dtype=pl.String) for f, col in zip(EVENT_FIELDS, columns)},
+            **{f: pl.Series(f, col, dtype=pl.String) for f, col in zip(fields, columns)},
             "_parse_error": pl.Series(errors, dtype=pl.String),
             "_parse_detail": pl.Series(details, dtype=pl.String),
         }
@@ -714,13 +721,7 @@ def snapshot_records_line_by_line(
             column.append(value)
         errors.append(error)
         details.append(detail)
-    return pl.DataFrame(
-        {
-            **{f: pl.Series(f, col, dtype=pl.String) for f, col in zip(fields, columns)},
-            "_parse_error": pl.Series(errors, dtype=pl.String),
-            "_parse_detail": pl.Series(details, dtype=pl.String),
-        }
-    )
+    return _judged_lines(fields, columns, errors, details)
 
 
 # A record line the csv module reads as `line.split(",")`: no quote (the only way a field holds

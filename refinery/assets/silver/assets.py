@@ -100,7 +100,7 @@ def write_silver_events(
     keep = keep_first_arrivals(ids, prior.get_column("event_id"))
     dropped_ids = ids.filter(~keep).unique()
     del ids
-    duplicates, offset, silver_empty = [], 0, None
+    duplicates, offset = [], 0
     for entry in parts:
         part, rows, frame = entry
         part_keep = keep.slice(offset, rows)
@@ -108,15 +108,13 @@ def write_silver_events(
         if frame is None and not part_keep.all():
             frame = pl.read_parquet(part)
         if frame is not None:
-            silver_empty = frame.clear() if silver_empty is None else silver_empty
             if not part_keep.all():
                 duplicates.append(detached(frame.filter(~part_keep)))
                 frame = frame.filter(part_keep)
             write_parquet_atomic(frame, part)
             entry[2] = frame = None
     written = [part for part, _, _ in parts]
-    if silver_empty is None:
-        silver_empty = pl.read_parquet(written[0], n_rows=0)
+    silver_empty = pl.read_parquet(written[0], n_rows=0)
     # the originals of the day's own duplicates, wherever in the day they are
     originals = pl.concat(
         [
