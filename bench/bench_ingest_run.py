@@ -4,7 +4,8 @@ run against 30 runs, side by side.
 1. Daily runs: `--history` arrival dates of `--events` events (synth) are ingested first
    (bronze → gold in one run, untimed), then each of the next `--daily` dates is one
    `ingest_job` run (bronze, silver, gold, online store, drift report) in a fresh child process
-   on a persistent instance, as the landing sensor starts it. With `--old-tree DIR` (a checkout
+   on a persistent instance (the repo's `dagster_home/dagster.yaml`, as `make setup` installs
+   it), as the landing sensor starts it. With `--old-tree DIR` (a checkout
    with its own `make setup`), the same days run through that tree too, in its own lake and
    instance, alternating day by day. The split comes from each run's own event timestamps in
    the instance: import (the child's `import refinery.definitions`),
@@ -196,6 +197,10 @@ def daily(events: int, history: int, days: int, work: Path, trees: dict[str, Pat
     for name, tree in trees.items():
         root, home = work / f"daily_{name}", work / f"daily_{name}_home"
         home.mkdir(parents=True)
+        # the instance the product runs on (`make setup` copies it into $DAGSTER_HOME), not
+        # Dagster's default: each tree's own dagster.yaml, if it has one
+        if (tree / "dagster_home" / "dagster.yaml").exists():
+            shutil.copy(tree / "dagster_home" / "dagster.yaml", home / "dagster.yaml")
         shutil.copytree(landing / "landing", root / "landing")
         env = {**os.environ, "REFINERY_DATA_DIR": str(root), "DAGSTER_HOME": str(home)}
         # each run reads only its own dates' landing: the later days can be there already
