@@ -14,9 +14,21 @@ Every other setting is read by the run or tick that uses it.
 """
 
 import gc
+import sys
 import warnings
 
+import dagster_dbt  # noqa: F401  (imported here to be frozen below; the gold assets need it)
 from dagster import BetaWarning, Definitions, PreviewWarning, in_process_executor
+
+# Dagster and dbt (through dagster-dbt), most of the ~300k objects this import builds, live as
+# long as the process. Frozen out of the garbage collector's reach, they are not traversed again
+# by every full collection of the import and the run, nor by the last one at interpreter exit:
+# a daily run's process 8.6 -> 7.9 s (docs/BENCHMARKS.md). A collection here finds no garbage,
+# so nothing is kept alive by it. Frozen before anything imports DuckDB: its bindings report at
+# exit each of their objects still alive ("nanobind: leaked ..."), and a frozen cycle never dies;
+# a process that imported DuckDB first (a script, a test session) is left as it is.
+if "duckdb" not in sys.modules:
+    gc.freeze()
 
 # Two Dagster features refinery chose on purpose, whose warnings would otherwise repeat for
 # every asset and check in every process's output (a run's log, `make demo`): partitioned asset
@@ -57,10 +69,3 @@ def _platform() -> Definitions:
 
 # the only Definitions at module scope (Dagster's loader refuses two)
 defs = apply_catalog(Definitions.merge(ingest.defs, gold.defs, ml.defs, online.defs, _platform()))
-
-# Everything imported and built so far (Dagster, dbt, Polars, the definitions: ~300k objects)
-# lives as long as the process. Moved out of the collector's reach, it is not traversed again by
-# every full collection during a run, nor by the last one at interpreter exit: a daily run's
-# process 8.6 → 7.9 s (docs/BENCHMARKS.md). Nothing is kept alive by it: a collection here finds
-# no garbage.
-gc.freeze()

@@ -318,3 +318,29 @@ def test_loading_the_code_location_reads_the_data_root_and_writes_nothing(tmp_pa
     ).stdout.strip()
     assert out == "2026-02-03"
     assert sorted((p, p.stat().st_mtime_ns) for p in root.rglob("*")) == before
+
+
+def test_a_process_that_loads_the_code_location_exits_quietly(tmp_path):
+    """The import freezes Dagster's and dbt's objects out of the garbage collector's reach, unless
+    DuckDB was imported first: DuckDB's bindings report each of their objects still alive at exit
+    ("nanobind: leaked ..." on stderr), which a frozen object would be, in every CLI command and
+    run worker log."""
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "REFINERY_DATA_DIR": str(tmp_path / "data")}
+    for duckdb_first, frozen in ((False, "> 100_000"), (True, "== 0")):
+        script = (
+            ("import duckdb\n" if duckdb_first else "")
+            + "import gc\n"
+            + "import refinery.definitions\n"
+            + f"assert gc.get_freeze_count() {frozen}, gc.get_freeze_count()\n"
+            + "import duckdb\n"
+            + "duckdb.connect().sql('select 1').fetchall()\n"
+        )
+        result = subprocess.run(
+            [sys.executable, "-c", script], env=env, capture_output=True, text=True, check=False
+        )
+        assert result.returncode == 0, result.stderr
+        assert "leaked" not in result.stderr, result.stderr[-2000:]
