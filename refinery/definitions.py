@@ -13,22 +13,9 @@ The Definitions are built when this module is imported (one module-scope object,
 Every other setting is read by the run or tick that uses it.
 """
 
-import gc
-import sys
 import warnings
 
-import dagster_dbt  # noqa: F401  (imported here to be frozen below; the gold assets need it)
 from dagster import BetaWarning, Definitions, PreviewWarning, in_process_executor
-
-# Dagster and dbt (through dagster-dbt), ~220k of the ~300k objects this import builds, live as
-# long as the process. Frozen out of the garbage collector's reach, they are not traversed again
-# by every full collection of the import and the run, nor by the last one at interpreter exit:
-# a daily run's process 7.94 -> 7.35 s (docs/BENCHMARKS.md, fifteenth session). A collection here finds no garbage,
-# so nothing is kept alive by it. Frozen before anything imports DuckDB: its bindings report at
-# exit each of their objects still alive ("nanobind: leaked ..."), and a frozen cycle never dies;
-# a process that imported DuckDB first (a script, a test session) is left as it is.
-if "duckdb" not in sys.modules:
-    gc.freeze()
 
 # Two Dagster features refinery chose on purpose, whose warnings would otherwise repeat for
 # every asset and check in every process's output (a run's log, `make demo`): partitioned asset

@@ -321,21 +321,18 @@ def test_loading_the_code_location_reads_the_data_root_and_writes_nothing(tmp_pa
 
 
 def test_a_process_that_loads_the_code_location_exits_quietly(tmp_path):
-    """The import freezes Dagster's and dbt's objects out of the garbage collector's reach, unless
-    DuckDB was imported first: DuckDB's bindings report each of their objects still alive at exit
-    ("nanobind: leaked ..." on stderr), which a frozen object would be, in every CLI command and
-    run worker log."""
+    """Whether DuckDB is imported before or after the code location, a process that loads it and
+    uses DuckDB exits without DuckDB's report of objects still alive ("nanobind: leaked ..." on
+    stderr), which would otherwise end every CLI command's and run worker's log."""
     import os
     import subprocess
     import sys
 
     env = {**os.environ, "REFINERY_DATA_DIR": str(tmp_path / "data")}
-    for duckdb_first, frozen in ((False, "> 100_000"), (True, "== 0")):
+    for duckdb_first in (False, True):
         script = (
             ("import duckdb\n" if duckdb_first else "")
-            + "import gc\n"
             + "import refinery.definitions\n"
-            + f"assert gc.get_freeze_count() {frozen}, gc.get_freeze_count()\n"
             + "import duckdb\n"
             + "duckdb.connect().sql('select 1').fetchall()\n"
         )
