@@ -13,6 +13,8 @@ from pathlib import Path
 import pytest
 import yaml
 from dagster import (
+    AssetCheckKey,
+    AssetCheckResult,
     AssetKey,
     AssetMaterialization,
     DagsterInstance,
@@ -20,6 +22,7 @@ from dagster import (
     MaterializeResult,
     StaticPartitionsDefinition,
     asset,
+    asset_check,
 )
 
 from refinery.instance_storage import (
@@ -37,6 +40,11 @@ PARTS = StaticPartitionsDefinition([f"p{i}" for i in range(5)])
 @asset(partitions_def=PARTS)
 def thing(context) -> MaterializeResult:
     return MaterializeResult(metadata={"partition": context.partition_key})
+
+
+@asset_check(asset=thing)
+def thing_has_partition() -> AssetCheckResult:
+    return AssetCheckResult(passed=True)
 
 
 def _homes(tmp_path: Path) -> tuple[Path, Path]:
@@ -267,3 +275,50 @@ def test_an_instance_opened_by_path_stores_in_its_own_directory(monkeypatch, tmp
     monkeypatch.delenv("DAGSTER_HOME")
     again = DagsterInstance.from_config(str(home))
     assert len(again.fetch_materializations(AssetKey("here"), limit=5).records) == 1
+
+
+def test_has_table_asks_the_kept_engine_and_forgets_no_table_added_later(monkeypatch, tmp_path):
+    """Dagster's has_table makes an engine per call (once or twice per stored event); the pooled
+    one answers the same from the kept engine, remembers only tables found, and sees one added
+    after it said no."""
+    import sqlalchemy
+    from dagster._core.storage.event_log.sqlite import sqlite_event_log
+
+    home, _ = _homes(tmp_path)
+    monkeypatch.setenv("DAGSTER_HOME", str(home))
+    instance = DagsterInstance.from_config(str(home))
+    storage = instance.event_log_storage
+    assert isinstance(storage, PooledSqliteEventLogStorage)
+    dagsters = sqlite_event_log.SqliteEventLogStorage.has_table
+    for table in ("asset_check_executions", "asset_event_tags", "event_logs", "no_such_table"):
+        assert storage.has_table(table) is dagsters(storage, table), table
+
+    made = []
+    real_create_engine = sqlalchemy.create_engine
+
+    def counting(*args, **kwargs):
+        made.append(args[0])
+        return real_create_engine(*args, **kwargs)
+
+    monkeypatch.setattr(sqlite_event_log, "create_engine", counting)
+    monkeypatch.setattr("refinery.instance_storage.create_engine", counting)
+    job = Definitions(
+        assets=[thing], asset_checks=[thing_has_partition]
+    ).resolve_implicit_global_asset_job_def()
+    assert job.execute_in_process(instance=instance, partition_key="p0").success
+    made.clear()
+    assert job.execute_in_process(instance=instance, partition_key="p1").success
+    index_url = storage.conn_string_for_shard("index")
+    assert index_url not in made  # the run's own shard is a new file: one engine for it
+    assert sorted(instance.get_materialized_partitions(AssetKey("thing"))) == ["p0", "p1"]
+    checks = instance.event_log_storage.get_asset_check_execution_history(
+        AssetCheckKey(AssetKey("thing"), "thing_has_partition"), limit=10
+    )
+    assert len(checks) == 2
+
+    assert storage.has_table("added_later") is False
+    index = storage._engines.get(index_url)
+    with index.begin() as conn:
+        conn.execute(sqlalchemy.text("create table added_later (x integer)"))
+    assert storage.has_table("added_later") is True
+    assert storage.has_table("no_such_table") is False
