@@ -49,6 +49,7 @@ import threading
 from collections import OrderedDict
 from collections.abc import Iterator
 from contextlib import contextmanager
+from functools import cached_property
 
 import yaml
 from dagster import DagsterInstance
@@ -162,7 +163,12 @@ class PooledSqliteEventLogStorage(SqliteEventLogStorage):
         # wipe() empties the index without deleting it
         self._index_tables: set[str] = set()
         super().__init__(base_dir, inst_data)
-        self._engines._pinned = frozenset({self.conn_string_for_shard(INDEX_SHARD_NAME)})
+        self._engines._pinned = frozenset({self._index_url})
+
+    @cached_property
+    def _index_url(self) -> str:
+        # a property: Dagster's __init__ may already store events (a new index is reindexed)
+        return self.conn_string_for_shard(INDEX_SHARD_NAME)
 
     def has_table(self, table_name: str) -> bool:
         # Dagster's asks the index with a new engine and connection each time, and asks once or
@@ -170,7 +176,7 @@ class PooledSqliteEventLogStorage(SqliteEventLogStorage):
         # A table found stays known; one not found is asked again (a migration may add it).
         if table_name in self._index_tables:
             return True
-        engine = self._engines.get(self.conn_string_for_shard(INDEX_SHARD_NAME))
+        engine = self._engines.get(self._index_url)
         with engine.connect() as conn:
             present = bool(engine.dialect.has_table(conn, table_name))
         if present:

@@ -308,7 +308,7 @@ def test_has_table_asks_the_kept_engine_and_forgets_no_table_added_later(monkeyp
     assert job.execute_in_process(instance=instance, partition_key="p0").success
     made.clear()
     assert job.execute_in_process(instance=instance, partition_key="p1").success
-    index_url = storage.conn_string_for_shard("index")
+    index_url = storage.conn_string_for_shard(sqlite_event_log.INDEX_SHARD_NAME)
     assert index_url not in made  # the run's own shard is a new file: one engine for it
     assert sorted(instance.get_materialized_partitions(AssetKey("thing"))) == ["p0", "p1"]
     checks = instance.event_log_storage.get_asset_check_execution_history(
